@@ -1,0 +1,27 @@
+use std::net::SocketAddr;
+
+/// What the relay needs to start. The binary fills this from its config file.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// The one UDP socket all peers share. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Advertised as an extra host candidate, for a 1:1 NAT (cloud VM with a
+    /// public IP mapped to a private one).
+    pub public_addr: Option<SocketAddr>,
+    /// Worker shards; peers of one room always share a shard. 0 = one per core.
+    pub shards: usize,
+    /// Most bytes the `realtime` channel may have buffered before further
+    /// messages on it are dropped (never queued): a couple of datagrams.
+    pub realtime_buffer_limit: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3480)),
+            public_addr: None,
+            shards: 0,
+            realtime_buffer_limit: 2 * rtcrelay_protocol::limits::MAX_REALTIME_MESSAGE_BYTES,
+        }
+    }
+}
