@@ -1,17 +1,34 @@
 //! The server-side WebRTC peer: str0m in ICE-lite mode, many peers on one UDP
 //! socket, and the rooms that run on it.
 //!
+//! - [`Relay`]: starts the relay (binds the one UDP socket) and hands out
+//!   the [`SessionHost`] that signaling uses.
 //! - [`session`]: the hand-off from signaling (offer in, answer out, events
 //!   back). Signaling sees only the [`SessionHost`] trait.
 //! - [`metrics`]: counters and gauges of the packet path.
 //! - [`config`]: what the relay needs to start.
-//! - `host` (private): the UDP I/O loop, datagram routing and the peer shards.
-//! - `room` (private): relay rooms, forwarding each message to the other members.
+//! - `host` (private): the UDP receive loop, routing each datagram to its
+//!   peer's shard in O(1), and the `SessionHost` implementation.
+//! - `routes` (private): the routing table (source address or STUN USERNAME
+//!   to peer), sans-IO; `stun` (private): the USERNAME parser it uses.
+//! - `shard` (private): a worker owning some peers' `Rtc`s and their rooms;
+//!   it touches only peers that got input or whose deadline passed
+//!   (`deadlines`, private).
+//! - `room` (private): relay rooms, the required channels and the
+//!   forwarding limits, sans-IO.
 
 pub mod config;
 pub mod metrics;
 pub mod session;
 
+mod deadlines;
+mod host;
+mod room;
+mod routes;
+mod shard;
+mod stun;
+
 pub use config::RelayConfig;
+pub use host::Relay;
 pub use metrics::RelayMetrics;
 pub use session::{SessionAnswer, SessionError, SessionEvent, SessionHost, SessionRequest};

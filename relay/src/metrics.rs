@@ -41,11 +41,27 @@ pub struct RelayMetrics {
 impl RelayMetrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("relay");
-        r.register("peers_connected", "Peers with both DataChannels open", self.peers_connected.clone());
-        r.register("sessions", "WebRTC sessions registered with the UDP loop", self.sessions.clone());
-        r.register("datagrams_in", "UDP datagrams received", self.datagrams_in.clone());
+        r.register(
+            "peers_connected",
+            "Peers with both DataChannels open",
+            self.peers_connected.clone(),
+        );
+        r.register(
+            "sessions",
+            "WebRTC sessions registered with the UDP loop",
+            self.sessions.clone(),
+        );
+        r.register(
+            "datagrams_in",
+            "UDP datagrams received",
+            self.datagrams_in.clone(),
+        );
         r.register("bytes_in", "UDP bytes received", self.bytes_in.clone());
-        r.register("datagrams_out", "UDP datagrams sent", self.datagrams_out.clone());
+        r.register(
+            "datagrams_out",
+            "UDP datagrams sent",
+            self.datagrams_out.clone(),
+        );
         r.register("bytes_out", "UDP bytes sent", self.bytes_out.clone());
         r.register(
             "datagrams_dropped",

@@ -1,1 +1,21 @@
-//! placeholder
+//! Signaling: the HTTP and WebSocket face of rtcrelay.
+//!
+//! - [`config`]: what the operator can set.
+//! - [`rooms`]: the room registry (who is in which room), behind a trait so
+//!   that a shared store can replace the in-memory one.
+//! - [`session`]: one WebSocket connection, from `join` to goodbye.
+//! - [`metrics`]: signaling counters and gauges.
+//! - `assets`: the browser library and demo page, embedded at build time.
+//! - `http`: health, metrics and the router that ties it together.
+
+pub mod config;
+pub mod metrics;
+pub mod rooms;
+pub mod session;
+
+mod assets;
+mod http;
+
+pub use config::SignalingConfig;
+pub use http::{router, AppState};
+pub use metrics::SignalingMetrics;

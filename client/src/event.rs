@@ -1,0 +1,166 @@
+//! Events a [`Client`](crate::Client) delivers, and the decoding of the
+//! relay's DataChannel frames into them.
+
+use bytes::{Bytes, BytesMut};
+use rtcrelay_protocol::channels;
+use rtcrelay_protocol::frame::{FrameError, Relayed, RELAYED_HEADER_LEN};
+use rtcrelay_protocol::signaling::LeaveReason;
+use rtcrelay_protocol::{ErrorCode, PeerId};
+
+/// The two DataChannels every client opens to the server peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// Unordered, no retransmissions: may lose or reorder messages.
+    Realtime,
+    /// Ordered and reliable.
+    Control,
+}
+
+impl Channel {
+    /// The DataChannel label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Channel::Realtime => channels::REALTIME,
+            Channel::Control => channels::CONTROL,
+        }
+    }
+}
+
+/// Something that happened in the room or to the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// Another member sent a message; the relay forwarded it on the same
+    /// channel. `text` is true when the sender sent a text message, and then
+    /// `payload` is valid UTF-8.
+    Message {
+        from: PeerId,
+        channel: Channel,
+        text: bool,
+        payload: Bytes,
+    },
+    PeerJoined {
+        peer_id: PeerId,
+        name: String,
+    },
+    /// A member left. When `peer_id` is this client's own id, the server has
+    /// dropped this client's WebRTC session and it is out of the room.
+    PeerLeft {
+        peer_id: PeerId,
+        reason: LeaveReason,
+    },
+    /// The server reported an error after the client had connected.
+    Error {
+        code: ErrorCode,
+        message: String,
+        fatal: bool,
+    },
+    /// A DataChannel frame from the server that does not decode. The frame is
+    /// dropped; the session goes on.
+    InvalidFrame {
+        channel: Channel,
+        error: FrameError,
+    },
+    /// The signaling WebSocket has closed: no more roster or error events.
+    Closed,
+}
+
+impl ClientEvent {
+    /// The payload as text, for `Message` events that carry text.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            ClientEvent::Message {
+                text: true,
+                payload,
+                ..
+            } => std::str::from_utf8(payload).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Turns one DataChannel message from the server into an event. The payload
+/// is a slice of the received buffer, not a copy.
+pub(crate) fn decode_frame(channel: Channel, data: BytesMut) -> ClientEvent {
+    match Relayed::decode(&data) {
+        Ok(relayed) => {
+            let (from, text) = (relayed.sender, relayed.text);
+            ClientEvent::Message {
+                from,
+                channel,
+                text,
+                payload: data.freeze().slice(RELAYED_HEADER_LEN..),
+            }
+        }
+        Err(error) => ClientEvent::InvalidFrame { channel, error },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(sender: u32, text: bool, payload: &[u8]) -> BytesMut {
+        let r = Relayed {
+            sender: PeerId(sender),
+            text,
+            payload,
+        };
+        BytesMut::from(&r.encode()[..])
+    }
+
+    #[test]
+    fn relayed_frames_become_messages() {
+        let ev = decode_frame(Channel::Control, frame(7, true, "héllo".as_bytes()));
+        assert_eq!(
+            ev,
+            ClientEvent::Message {
+                from: PeerId(7),
+                channel: Channel::Control,
+                text: true,
+                payload: Bytes::from_static("héllo".as_bytes()),
+            }
+        );
+        assert_eq!(ev.text(), Some("héllo"));
+
+        let ev = decode_frame(Channel::Realtime, frame(u32::MAX, false, &[0, 1, 2]));
+        assert_eq!(
+            ev,
+            ClientEvent::Message {
+                from: PeerId(u32::MAX),
+                channel: Channel::Realtime,
+                text: false,
+                payload: Bytes::from_static(&[0, 1, 2]),
+            }
+        );
+        assert_eq!(ev.text(), None);
+
+        // A header with an empty payload is a valid, empty message.
+        let ev = decode_frame(Channel::Realtime, frame(1, false, &[]));
+        assert!(matches!(ev, ClientEvent::Message { payload, .. } if payload.is_empty()));
+    }
+
+    #[test]
+    fn bad_frames_become_invalid_frame_events() {
+        let cases: [(&[u8], FrameError); 4] = [
+            (&[], FrameError::Empty),
+            (&[9, 0, 0, 0, 0, 1], FrameError::UnknownType(9)),
+            (&[1, 0, 0], FrameError::Truncated { len: 3, need: 6 }),
+            (&[1, 1, 0, 0, 0, 1, 0xff], FrameError::NotUtf8),
+        ];
+        for (bytes, error) in cases {
+            assert_eq!(
+                decode_frame(Channel::Control, BytesMut::from(bytes)),
+                ClientEvent::InvalidFrame {
+                    channel: Channel::Control,
+                    error
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn labels_match_the_protocol() {
+        assert_eq!(Channel::Realtime.label(), "realtime");
+        assert_eq!(Channel::Control.label(), "control");
+    }
+}

@@ -1,0 +1,654 @@
+//! A shard: one task that owns the str0m `Rtc` of some peers and the relay
+//! rooms those peers are in (all members of a room share a shard, so
+//! forwarding never leaves it). It wakes for a datagram, a command or the
+//! earliest peer deadline, and touches only the peers concerned: those that
+//! got input, whose deadline passed, or that were written to.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use rtcrelay_protocol::frame::Relayed;
+use rtcrelay_protocol::signaling::ChannelParams;
+use rtcrelay_protocol::{PeerId, RoomId};
+use str0m::channel::ChannelId;
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use crate::deadlines::Deadlines;
+use crate::metrics::{ChannelLabel, ReasonLabel, RelayMetrics};
+use crate::room::{check_channel, realtime_has_room, Lane, Rooms};
+use crate::routes::{Route, Routes};
+use crate::session::SessionEvent;
+
+/// A session that is not Ready this long after its answer is closed. An
+/// ICE-lite agent with no remote candidates never times out by itself.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Messages handled per wake-up before the peers are polled, so that a busy
+/// inbox cannot starve deadlines.
+const INBOX_BATCH: usize = 256;
+
+/// Addresses a shard remembers per peer to skip the integrity check for STUN
+/// from an address it already verified (mirrors the routes' cap).
+const MAX_VERIFIED_ADDRS: usize = crate::routes::MAX_ADDRS_PER_PEER;
+
+pub(crate) enum ShardMsg {
+    Datagram(Datagram),
+    Open(Box<NewSession>),
+    Candidate {
+        peer: PeerId,
+        session: u64,
+        candidate: Candidate,
+    },
+    Close {
+        peer: PeerId,
+        session: u64,
+    },
+    Shutdown,
+}
+
+pub(crate) struct Datagram {
+    pub route: Route,
+    pub source: SocketAddr,
+    pub received: Instant,
+    pub data: Vec<u8>,
+}
+
+pub(crate) struct NewSession {
+    pub peer: PeerId,
+    pub session: u64,
+    pub room: RoomId,
+    pub rtc: Rtc,
+    pub events: mpsc::UnboundedSender<SessionEvent>,
+}
+
+/// What a shard shares with the rest of the relay.
+pub(crate) struct ShardContext {
+    pub socket: Arc<UdpSocket>,
+    /// The address str0m sees as the destination of received datagrams: the
+    /// host candidate it answered with.
+    pub local: SocketAddr,
+    pub routes: Arc<Mutex<Routes>>,
+    pub metrics: RelayMetrics,
+    pub realtime_buffer_limit: usize,
+}
+
+pub(crate) fn lock(routes: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
+    // Routes stay consistent across a panic elsewhere: every update is a
+    // handful of map operations that cannot panic halfway.
+    routes.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How a session ends.
+enum End {
+    /// Closed by signaling (no event), or already reported.
+    Quiet,
+    Report(SessionEvent),
+}
+
+struct Peer {
+    session: u64,
+    room: RoomId,
+    rtc: Rtc,
+    events: mpsc::UnboundedSender<SessionEvent>,
+    /// Channel ids and parameters, indexed by [`lane_index`].
+    lanes: [Option<(ChannelId, ChannelParams)>; 2],
+    ready: bool,
+    connect_by: Instant,
+    /// Queued in `Shard::dirty`.
+    queued: bool,
+    /// Source addresses whose STUN str0m accepted.
+    verified: Vec<SocketAddr>,
+    end: Option<End>,
+}
+
+fn lane_index(lane: Lane) -> usize {
+    match lane {
+        Lane::Realtime => 0,
+        Lane::Control => 1,
+    }
+}
+
+impl Peer {
+    fn channel_id(&self, lane: Lane) -> Option<ChannelId> {
+        self.lanes[lane_index(lane)].map(|(id, _)| id)
+    }
+
+    fn lane_of(&self, id: ChannelId) -> Option<Lane> {
+        [Lane::Realtime, Lane::Control]
+            .into_iter()
+            .find(|l| self.channel_id(*l) == Some(id))
+    }
+}
+
+pub(crate) struct Shard {
+    index: usize,
+    ctx: ShardContext,
+    peers: HashMap<PeerId, Peer>,
+    rooms: Rooms,
+    deadlines: Deadlines,
+    /// Peers to poll: they got input or were written to.
+    dirty: Vec<PeerId>,
+    /// Peers whose session ends; cleaned up after polling.
+    ending: Vec<PeerId>,
+    outbox: Vec<Transmit>,
+    // Scratch buffers, kept to avoid an allocation per wake-up.
+    expired: Vec<PeerId>,
+    targets: Vec<PeerId>,
+    forwards: Vec<(Lane, bool, Vec<u8>)>,
+}
+
+fn drop_datagram(metrics: &RelayMetrics, reason: &'static str) {
+    metrics
+        .datagrams_dropped
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
+}
+
+fn drop_message(metrics: &RelayMetrics, reason: &'static str) {
+    metrics
+        .messages_dropped
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
+}
+
+/// Marks `peer` for polling (once).
+fn mark(dirty: &mut Vec<PeerId>, id: PeerId, peer: &mut Peer) {
+    if !peer.queued {
+        peer.queued = true;
+        dirty.push(id);
+    }
+}
+
+/// Ends `peer`'s session (the first reason wins).
+fn end(ending: &mut Vec<PeerId>, id: PeerId, peer: &mut Peer, how: End) {
+    if peer.end.is_none() {
+        peer.end = Some(how);
+        ending.push(id);
+    }
+}
+
+fn closed(reason: impl Into<String>) -> End {
+    End::Report(SessionEvent::Closed {
+        reason: reason.into(),
+    })
+}
+
+impl Shard {
+    pub(crate) fn new(index: usize, ctx: ShardContext) -> Shard {
+        Shard {
+            index,
+            ctx,
+            peers: HashMap::new(),
+            rooms: Rooms::default(),
+            deadlines: Deadlines::default(),
+            dirty: Vec::new(),
+            ending: Vec::new(),
+            outbox: Vec::new(),
+            expired: Vec::new(),
+            targets: Vec::new(),
+            forwards: Vec::new(),
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut inbox: mpsc::Receiver<ShardMsg>) {
+        debug!(shard = self.index, "shard started");
+        let mut stop = false;
+        while !stop {
+            let msg = match self.deadlines.next() {
+                Some(at) => {
+                    tokio::select! {
+                        m = inbox.recv() => Some(m),
+                        () = tokio::time::sleep_until(at.into()) => None,
+                    }
+                }
+                None => Some(inbox.recv().await),
+            };
+            match msg {
+                Some(Some(m)) => stop = self.handle(m),
+                Some(None) => stop = true,
+                None => {}
+            }
+            for _ in 0..INBOX_BATCH {
+                if stop {
+                    break;
+                }
+                match inbox.try_recv() {
+                    Ok(m) => stop = self.handle(m),
+                    Err(_) => break,
+                }
+            }
+            self.expire(Instant::now());
+            self.process();
+            self.flush().await;
+        }
+        self.shutdown().await;
+        debug!(shard = self.index, "shard stopped");
+    }
+
+    /// Handles one message; true means stop.
+    fn handle(&mut self, msg: ShardMsg) -> bool {
+        match msg {
+            ShardMsg::Datagram(d) => self.on_datagram(d),
+            ShardMsg::Open(s) => self.on_open(*s),
+            ShardMsg::Candidate {
+                peer: id,
+                session,
+                candidate,
+            } => {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    if peer.session == session && peer.end.is_none() {
+                        peer.rtc.add_remote_candidate(candidate);
+                        mark(&mut self.dirty, id, peer);
+                    }
+                }
+            }
+            ShardMsg::Close { peer: id, session } => {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    if peer.session == session {
+                        end(&mut self.ending, id, peer, End::Quiet);
+                    }
+                }
+            }
+            ShardMsg::Shutdown => return true,
+        }
+        false
+    }
+
+    fn on_open(&mut self, s: NewSession) {
+        if self.peers.contains_key(&s.peer) {
+            // An older session of the same peer that signaling replaced.
+            if let Some(old) = self.peers.get_mut(&s.peer) {
+                end(&mut self.ending, s.peer, old, End::Quiet);
+            }
+            self.finish(s.peer);
+        }
+        self.rooms.join(&s.room, s.peer);
+        info!(
+            peer = %s.peer,
+            room = %s.room,
+            shard = self.index,
+            rooms = self.rooms.len(),
+            "session opened"
+        );
+        let mut peer = Peer {
+            session: s.session,
+            room: s.room,
+            rtc: s.rtc,
+            events: s.events,
+            lanes: [None, None],
+            ready: false,
+            connect_by: Instant::now() + CONNECT_TIMEOUT,
+            queued: false,
+            verified: Vec::new(),
+            end: None,
+        };
+        mark(&mut self.dirty, s.peer, &mut peer);
+        self.peers.insert(s.peer, peer);
+    }
+
+    fn on_datagram(&mut self, d: Datagram) {
+        let metrics = &self.ctx.metrics;
+        let id = d.route.peer;
+        let Some(peer) = self
+            .peers
+            .get_mut(&id)
+            .filter(|p| p.session == d.route.session && p.end.is_none())
+        else {
+            // The session ended between routing and now.
+            drop_datagram(metrics, "stale_route");
+            return;
+        };
+        let Ok(recv) = Receive::new(Protocol::Udp, d.source, self.ctx.local, &d.data) else {
+            debug!(peer = %id, source = %d.source, len = d.data.len(), "datagram not STUN/DTLS/RTP");
+            drop_datagram(metrics, "unparseable");
+            return;
+        };
+        let input = Input::Receive(d.received, recv);
+        if d.route.by_ufrag && !peer.verified.contains(&d.source) {
+            // Remember the address only once str0m has checked the message
+            // integrity, so that nobody can claim a session by its ufrag alone.
+            if !peer.rtc.accepts(&input) {
+                debug!(peer = %id, source = %d.source, "STUN request not accepted");
+                drop_datagram(metrics, "not_accepted");
+                return;
+            }
+            if lock(&self.ctx.routes).learn_addr(id, peer.session, d.source) {
+                debug!(peer = %id, source = %d.source, "learned peer address");
+                if peer.verified.len() >= MAX_VERIFIED_ADDRS {
+                    peer.verified.remove(0);
+                }
+                peer.verified.push(d.source);
+            }
+        }
+        if let Err(e) = peer.rtc.handle_input(input) {
+            debug!(peer = %id, source = %d.source, error = %e, "datagram refused by the peer");
+            drop_datagram(metrics, "peer_error");
+            if !peer.rtc.is_alive() {
+                end(
+                    &mut self.ending,
+                    id,
+                    peer,
+                    closed(format!("WebRTC error: {e}")),
+                );
+                return;
+            }
+        }
+        mark(&mut self.dirty, id, peer);
+    }
+
+    /// Feeds a timeout to the peers whose deadline passed.
+    fn expire(&mut self, now: Instant) {
+        let mut expired = std::mem::take(&mut self.expired);
+        self.deadlines.expire(now, &mut expired);
+        for id in expired.drain(..) {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if peer.end.is_some() {
+                continue;
+            }
+            if !peer.ready && now >= peer.connect_by {
+                self.ctx
+                    .metrics
+                    .sessions_rejected
+                    .get_or_create(&ReasonLabel {
+                        reason: "connect_timeout",
+                    })
+                    .inc();
+                let reason = format!(
+                    "no working DataChannels {} s after the answer (ICE, DTLS or channel setup \
+                     did not complete)",
+                    CONNECT_TIMEOUT.as_secs()
+                );
+                end(&mut self.ending, id, peer, closed(reason));
+                continue;
+            }
+            if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                debug!(peer = %id, error = %e, "timeout handling failed");
+                if !peer.rtc.is_alive() {
+                    end(
+                        &mut self.ending,
+                        id,
+                        peer,
+                        closed(format!("WebRTC error: {e}")),
+                    );
+                    continue;
+                }
+            }
+            mark(&mut self.dirty, id, peer);
+        }
+        self.expired = expired;
+    }
+
+    /// Polls the dirty peers (forwarding may dirty more), then cleans up the
+    /// sessions that ended.
+    fn process(&mut self) {
+        while let Some(id) = self.dirty.pop() {
+            self.poll_peer(id);
+        }
+        while let Some(id) = self.ending.pop() {
+            self.finish(id);
+        }
+    }
+
+    fn poll_peer(&mut self, id: PeerId) {
+        let metrics = &self.ctx.metrics;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        peer.queued = false;
+        if peer.end.is_some() {
+            return;
+        }
+        let mut forwards = std::mem::take(&mut self.forwards);
+        loop {
+            match peer.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => self.outbox.push(t),
+                Ok(Output::Timeout(t)) => {
+                    let t = if peer.ready {
+                        t
+                    } else {
+                        t.min(peer.connect_by)
+                    };
+                    self.deadlines.set(id, t);
+                    break;
+                }
+                Ok(Output::Event(e)) => {
+                    if let Some(how) = on_event(id, peer, e, &mut forwards, metrics) {
+                        end(&mut self.ending, id, peer, how);
+                        break;
+                    }
+                }
+                Err(e) => {
+                    end(
+                        &mut self.ending,
+                        id,
+                        peer,
+                        closed(format!("WebRTC error: {e}")),
+                    );
+                    break;
+                }
+            }
+        }
+        if !peer.rtc.is_alive() {
+            end(
+                &mut self.ending,
+                id,
+                peer,
+                closed("the WebRTC session ended"),
+            );
+        }
+        for (lane, binary, data) in forwards.drain(..) {
+            self.forward(id, lane, binary, &data);
+        }
+        self.forwards = forwards;
+    }
+
+    /// Sends a member's message to the other members of its room.
+    fn forward(&mut self, sender: PeerId, lane: Lane, binary: bool, payload: &[u8]) {
+        let metrics = &self.ctx.metrics;
+        if payload.len() > lane.max_payload() {
+            debug!(peer = %sender, channel = lane.label(), len = payload.len(), "message too large");
+            drop_message(metrics, "too_large");
+            return;
+        }
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.clear();
+        if let Some(p) = self.peers.get(&sender) {
+            let members = self.rooms.members(&p.room);
+            targets.extend(members.iter().copied().filter(|m| *m != sender));
+        }
+        let frame = Relayed {
+            sender,
+            text: !binary,
+            payload,
+        }
+        .encode();
+        let relayed = metrics
+            .messages_relayed
+            .get_or_create(&ChannelLabel {
+                channel: lane.label(),
+            })
+            .clone();
+        for &target in &targets {
+            let Some(peer) = self.peers.get_mut(&target) else {
+                continue;
+            };
+            if peer.end.is_some() {
+                continue;
+            }
+            let Some(mut channel) = peer.channel_id(lane).and_then(|c| peer.rtc.channel(c)) else {
+                // The target has not opened this channel (yet).
+                drop_message(metrics, "not_open");
+                continue;
+            };
+            if lane == Lane::Realtime
+                && !realtime_has_room(
+                    channel.buffered_amount(),
+                    frame.len(),
+                    self.ctx.realtime_buffer_limit,
+                )
+            {
+                drop_message(metrics, "buffer_full");
+                continue;
+            }
+            match channel.write(true, &frame) {
+                Ok(true) => {
+                    relayed.inc();
+                    mark(&mut self.dirty, target, peer);
+                }
+                Ok(false) => drop_message(metrics, "buffer_full"),
+                Err(e) => {
+                    debug!(peer = %target, error = %e, "channel write failed");
+                    drop_message(metrics, "write_error");
+                }
+            }
+        }
+        self.targets = targets;
+    }
+
+    /// Removes an ended session from every map, closes its `Rtc` (sending
+    /// the DTLS close_notify) and reports the end.
+    fn finish(&mut self, id: PeerId) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        self.rooms.leave(&peer.room, id);
+        self.deadlines.remove(id);
+        lock(&self.ctx.routes).remove(id, Some(peer.session));
+        if peer.rtc.is_alive() {
+            let _ = peer.rtc.close();
+            // Bounded: closing produces a few packets, then a timeout.
+            for _ in 0..64 {
+                match peer.rtc.poll_output() {
+                    Ok(Output::Transmit(t)) => self.outbox.push(t),
+                    Ok(Output::Event(_)) => {}
+                    Ok(Output::Timeout(_)) | Err(_) => break,
+                }
+            }
+        }
+        let metrics = &self.ctx.metrics;
+        metrics.sessions.dec();
+        if peer.ready {
+            metrics.peers_connected.dec();
+        }
+        match peer.end.take().unwrap_or(End::Quiet) {
+            End::Quiet => info!(peer = %id, room = %peer.room, "session closed"),
+            End::Report(event) => {
+                info!(peer = %id, room = %peer.room, ?event, "session ended");
+                // The receiver may be gone; that is fine.
+                let _ = peer.events.send(event);
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        for t in self.outbox.drain(..) {
+            match self.ctx.socket.send_to(&t.contents, t.destination).await {
+                Ok(n) => {
+                    self.ctx.metrics.datagrams_out.inc();
+                    self.ctx.metrics.bytes_out.inc_by(n as u64);
+                }
+                Err(e) => {
+                    debug!(destination = %t.destination, error = %e, "send failed");
+                    drop_datagram(&self.ctx.metrics, "send_failed");
+                }
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                end(
+                    &mut self.ending,
+                    id,
+                    peer,
+                    closed("the relay is shutting down"),
+                );
+            }
+        }
+        while let Some(id) = self.ending.pop() {
+            self.finish(id);
+        }
+        self.flush().await;
+    }
+}
+
+/// Handles one str0m event of `peer`; `Some` ends the session.
+fn on_event(
+    id: PeerId,
+    peer: &mut Peer,
+    event: Event,
+    forwards: &mut Vec<(Lane, bool, Vec<u8>)>,
+    metrics: &RelayMetrics,
+) -> Option<End> {
+    match event {
+        Event::Connected => {
+            debug!(peer = %id, "ICE and DTLS connected");
+            None
+        }
+        Event::IceConnectionStateChange(state) => {
+            debug!(peer = %id, ?state, "ICE state");
+            (state == IceConnectionState::Disconnected).then(|| {
+                closed("ICE disconnected: no connectivity checks from the client (consent timeout)")
+            })
+        }
+        Event::ChannelOpen(cid, label) => {
+            let config = peer.rtc.channel(cid).and_then(|c| c.config().cloned());
+            let (lane, params) = match check_channel(&label, config.as_ref()) {
+                Ok(ok) => ok,
+                Err(reason) => return Some(reject(id, reason, metrics)),
+            };
+            let slot = &mut peer.lanes[lane_index(lane)];
+            if slot.is_some() {
+                return Some(reject(
+                    id,
+                    format!("channel {:?} opened twice", lane.label()),
+                    metrics,
+                ));
+            }
+            *slot = Some((cid, params));
+            debug!(peer = %id, channel = lane.label(), %params, "channel open");
+            if let [Some((_, realtime)), Some((_, control))] = peer.lanes {
+                if !peer.ready {
+                    peer.ready = true;
+                    metrics.peers_connected.inc();
+                    info!(peer = %id, room = %peer.room, "session ready");
+                    let _ = peer.events.send(SessionEvent::Ready { realtime, control });
+                }
+            }
+            None
+        }
+        Event::ChannelData(data) => {
+            match peer.lane_of(data.id) {
+                Some(lane) => forwards.push((lane, data.binary, data.data)),
+                None => drop_message(metrics, "unknown_channel"),
+            }
+            None
+        }
+        Event::ChannelClose(cid) => peer
+            .lane_of(cid)
+            .map(|lane| closed(format!("the client closed channel {:?}", lane.label()))),
+        Event::Closed => Some(closed("the client closed the session (DTLS/SCTP close)")),
+        _ => None,
+    }
+}
+
+fn reject(id: PeerId, reason: String, metrics: &RelayMetrics) -> End {
+    info!(peer = %id, %reason, "channel rejected");
+    metrics
+        .sessions_rejected
+        .get_or_create(&ReasonLabel {
+            reason: "channel_rejected",
+        })
+        .inc();
+    End::Report(SessionEvent::ChannelRejected { reason })
+}

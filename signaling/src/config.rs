@@ -1,0 +1,35 @@
+use rtcrelay_protocol::limits::{
+    DEFAULT_MAX_SIGNALING_MESSAGE_BYTES, DEFAULT_ROOM_CAPACITY, MAX_ROOM_CAPACITY,
+};
+use rtcrelay_protocol::signaling::IceServer;
+
+/// Signaling settings; the binary fills this from its config file.
+#[derive(Debug, Clone)]
+pub struct SignalingConfig {
+    /// Largest WebSocket message accepted; bigger ones close the connection
+    /// with `message_too_large`.
+    pub max_message_bytes: usize,
+    /// Capacity of a room whose creator did not ask for one.
+    pub default_room_capacity: usize,
+    /// Largest capacity a creator may ask for.
+    pub max_room_capacity: usize,
+    /// Most rooms open at once.
+    pub max_rooms: usize,
+    /// Handed to every client in `welcome`.
+    pub ice_servers: Vec<IceServer>,
+    /// Messages queued for one slow client before it is disconnected.
+    pub outbound_queue: usize,
+}
+
+impl Default for SignalingConfig {
+    fn default() -> Self {
+        SignalingConfig {
+            max_message_bytes: DEFAULT_MAX_SIGNALING_MESSAGE_BYTES,
+            default_room_capacity: DEFAULT_ROOM_CAPACITY,
+            max_room_capacity: MAX_ROOM_CAPACITY,
+            max_rooms: 10_000,
+            ice_servers: Vec::new(),
+            outbound_queue: 256,
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The router: demo page and library, the signaling WebSocket, health and
+//! metrics. State lives in one `Arc<AppState>`.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use rtcrelay_protocol::PeerId;
+use rtcrelay_relay::SessionHost;
+use tokio::sync::watch;
+use tower_http::trace::TraceLayer;
+
+use crate::rooms::{MemoryRooms, RoomRegistry};
+use crate::session::{self, Outboxes};
+use crate::{assets, SignalingConfig, SignalingMetrics};
+
+/// Everything a request handler needs.
+pub struct AppState {
+    pub config: SignalingConfig,
+    pub rooms: Arc<dyn RoomRegistry>,
+    pub relay: Arc<dyn SessionHost>,
+    pub metrics: SignalingMetrics,
+    registry: Registry,
+    pub(crate) outboxes: Outboxes,
+    next_peer: AtomicU32,
+    shutdown: watch::Sender<bool>,
+}
+
+impl AppState {
+    /// `registry` is the process's Prometheus registry, with every other
+    /// component's metrics already registered; the signaling metrics are
+    /// added here and `/metrics` serves all of it.
+    pub fn new(
+        config: SignalingConfig,
+        relay: Arc<dyn SessionHost>,
+        mut registry: Registry,
+    ) -> Arc<AppState> {
+        let metrics = SignalingMetrics::default();
+        metrics.register(&mut registry);
+        let rooms = Arc::new(MemoryRooms::new(config.max_rooms));
+        Arc::new(AppState {
+            config,
+            rooms,
+            relay,
+            metrics,
+            registry,
+            outboxes: Outboxes::default(),
+            next_peer: AtomicU32::new(1),
+            shutdown: watch::channel(false).0,
+        })
+    }
+
+    pub(crate) fn allocate_peer_id(&self) -> PeerId {
+        PeerId(self.next_peer.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Tells every WebSocket session to close (1001 going away).
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/ws", get(session::upgrade))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/{*path}", get(assets::file))
+        .with_state(state)
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "rooms": state.rooms.room_count(),
+        "connections": state.metrics.connections.get(),
+    }))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}

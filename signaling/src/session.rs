@@ -1,0 +1,458 @@
+//! One signaling WebSocket: a client joins a room, negotiates a WebRTC
+//! session with the server peer, hears about other members, and leaves.
+//!
+//! Each connection is one task. It owns its membership; other sessions reach
+//! it only through its bounded outbox, so a client that stops reading is
+//! disconnected instead of growing the server's memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use rtcrelay_protocol::signaling::{decode_client_message, is_mdns_candidate, LeaveReason};
+use rtcrelay_protocol::{
+    ClientMessage, ErrorCode, PeerId, RoomId, RoomKind, ServerMessage, PROTOCOL_VERSION,
+};
+use rtcrelay_relay::{SessionError, SessionEvent, SessionRequest};
+use tokio::sync::mpsc;
+
+use crate::metrics::KindLabel;
+use crate::AppState;
+
+/// WebSocket close codes we use (RFC 6455).
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_POLICY: u16 = 1008;
+
+/// Messages far above the limit are cut off by the WebSocket layer itself;
+/// between the limit and this multiple the client gets a clean
+/// `message_too_large` error first.
+const TRANSPORT_LIMIT_FACTOR: usize = 4;
+
+/// Outboxes of all connected sessions, by peer id.
+#[derive(Default)]
+pub(crate) struct Outboxes(Mutex<HashMap<PeerId, mpsc::Sender<ServerMessage>>>);
+
+impl Outboxes {
+    fn insert(&self, peer: PeerId, tx: mpsc::Sender<ServerMessage>) {
+        self.lock().insert(peer, tx);
+    }
+
+    fn remove(&self, peer: PeerId) {
+        self.lock().remove(&peer);
+    }
+
+    /// Queues `msg` for `peer`. A full outbox means the client is not reading:
+    /// dropping its outbox ends its session rather than losing messages
+    /// silently. Returns false when the peer was dropped.
+    fn send(&self, peer: PeerId, msg: ServerMessage) -> bool {
+        let mut map = self.lock();
+        let Some(tx) = map.get(&peer) else {
+            return true;
+        };
+        match tx.try_send(msg) {
+            Ok(()) => true,
+            Err(_) => {
+                map.remove(&peer);
+                false
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, mpsc::Sender<ServerMessage>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub(crate) async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+    let transport_limit = state.config.max_message_bytes * TRANSPORT_LIMIT_FACTOR;
+    ws.max_message_size(transport_limit)
+        .max_frame_size(transport_limit)
+        .on_upgrade(move |socket| async move {
+            Session::new(state, socket).run().await;
+        })
+}
+
+/// A client's place in a room.
+struct Membership {
+    room: RoomId,
+    /// Events of the current WebRTC session, if one was negotiated.
+    webrtc: Option<mpsc::UnboundedReceiver<SessionEvent>>,
+}
+
+/// What the loop should do after handling something.
+enum Flow {
+    Continue,
+    Close(u16, &'static str),
+}
+
+struct Session {
+    state: Arc<AppState>,
+    socket: WebSocket,
+    peer: PeerId,
+    outbox: mpsc::Receiver<ServerMessage>,
+    membership: Option<Membership>,
+}
+
+impl Session {
+    fn new(state: Arc<AppState>, socket: WebSocket) -> Session {
+        let peer = state.allocate_peer_id();
+        let (tx, outbox) = mpsc::channel(state.config.outbound_queue);
+        state.outboxes.insert(peer, tx);
+        state.metrics.connections.inc();
+        Session {
+            state,
+            socket,
+            peer,
+            outbox,
+            membership: None,
+        }
+    }
+
+    async fn run(mut self) {
+        tracing::debug!(peer = %self.peer, "signaling connection open");
+        let mut shutdown = self.state.shutdown_signal();
+        let flow = loop {
+            let flow = tokio::select! {
+                incoming = self.socket.recv() => match incoming {
+                    Some(Ok(msg)) => self.on_ws_message(msg).await,
+                    Some(Err(e)) => {
+                        tracing::debug!(peer = %self.peer, error = %e, "signaling socket error");
+                        break None;
+                    }
+                    None => break None,
+                },
+                out = self.outbox.recv() => match out {
+                    Some(msg) => self.send(&msg).await,
+                    None => {
+                        self.state.metrics.slow_clients.inc();
+                        tracing::info!(peer = %self.peer, "client too slow to read its messages; disconnecting");
+                        Flow::Close(CLOSE_POLICY, "too slow reading messages")
+                    }
+                },
+                Some(event) = next_event(&mut self.membership) => self.on_session_event(event).await,
+                _ = shutdown.changed() => Flow::Close(CLOSE_GOING_AWAY, "server shutting down"),
+            };
+            if let Flow::Close(code, reason) = flow {
+                break Some((code, reason));
+            }
+        };
+        if let Some((code, reason)) = flow {
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = self.socket.send(Message::Close(Some(frame))).await;
+        }
+        self.leave_room(LeaveReason::Left).await;
+        self.state.outboxes.remove(self.peer);
+        self.state.metrics.connections.dec();
+        tracing::debug!(peer = %self.peer, "signaling connection closed");
+    }
+
+    async fn on_ws_message(&mut self, msg: Message) -> Flow {
+        let text =
+            match msg {
+                Message::Text(text) => text,
+                Message::Binary(_) => return self
+                    .error(
+                        ErrorCode::BinaryNotSupported,
+                        "binary WebSocket messages are not part of the protocol; send JSON text",
+                    )
+                    .await,
+                Message::Close(_) => return Flow::Close(1000, "bye"),
+                Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
+            };
+        self.state.metrics.messages_in.inc();
+        match decode_client_message(&text, self.state.config.max_message_bytes) {
+            Ok(msg) => self.on_client_message(msg).await,
+            Err(e) if e.code == ErrorCode::MessageTooLarge => {
+                self.fatal(e.code, &e.message).await;
+                Flow::Close(CLOSE_TOO_BIG, "message too large")
+            }
+            Err(e) => self.error(e.code, e.message).await,
+        }
+    }
+
+    async fn on_client_message(&mut self, msg: ClientMessage) -> Flow {
+        match msg {
+            ClientMessage::Join {
+                version,
+                room,
+                kind,
+                name,
+                capacity,
+            } => self.join(version, room, kind, name, capacity).await,
+            ClientMessage::Offer { sdp } => self.offer(sdp).await,
+            ClientMessage::Candidate { candidate, .. } => self.candidate(candidate).await,
+            ClientMessage::Leave => {
+                if self.membership.is_none() {
+                    return self
+                        .error(ErrorCode::NotJoined, "leave: not in a room")
+                        .await;
+                }
+                self.leave_room(LeaveReason::Left).await;
+                Flow::Continue
+            }
+            ClientMessage::Ping { id } => self.send(&ServerMessage::Pong { id }).await,
+        }
+    }
+
+    async fn join(
+        &mut self,
+        version: u32,
+        room: RoomId,
+        kind: RoomKind,
+        name: String,
+        capacity: Option<usize>,
+    ) -> Flow {
+        if let Some(m) = &self.membership {
+            let msg = format!("already in room {}; send leave first", m.room);
+            return self.error(ErrorCode::AlreadyJoined, msg).await;
+        }
+        if version != PROTOCOL_VERSION {
+            let msg =
+                format!("this server speaks protocol version {PROTOCOL_VERSION}, not {version}");
+            return self.error(ErrorCode::UnsupportedVersion, msg).await;
+        }
+        if kind != RoomKind::Relay {
+            let msg = format!("{} rooms are not served by this server", kind.as_str());
+            return self.error(ErrorCode::UnsupportedRoomKind, msg).await;
+        }
+        let config = &self.state.config;
+        let capacity = capacity.unwrap_or(config.default_room_capacity);
+        if capacity > config.max_room_capacity {
+            let msg = format!(
+                "join: capacity {capacity} is above this server's maximum of {}",
+                config.max_room_capacity
+            );
+            return self.error(ErrorCode::InvalidMessage, msg).await;
+        }
+        let joined = match self
+            .state
+            .rooms
+            .join(&room, kind, capacity, self.peer, &name)
+        {
+            Ok(joined) => joined,
+            Err(e) => return self.error(e.code(), e.to_string()).await,
+        };
+        let metrics = &self.state.metrics;
+        metrics
+            .joins
+            .get_or_create(&KindLabel {
+                kind: kind.as_str(),
+            })
+            .inc();
+        metrics.room_members.inc();
+        metrics.rooms.set(self.state.rooms.room_count() as i64);
+        tracing::info!(peer = %self.peer, %room, kind = kind.as_str(), "joined");
+
+        let others: Vec<PeerId> = joined.roster.iter().map(|m| m.peer_id).collect();
+        self.membership = Some(Membership {
+            room: room.clone(),
+            webrtc: None,
+        });
+        let welcome = ServerMessage::Welcome {
+            version: PROTOCOL_VERSION,
+            peer_id: self.peer,
+            room,
+            kind,
+            capacity: joined.capacity,
+            roster: joined.roster,
+            ice_servers: self.state.config.ice_servers.clone(),
+        };
+        let flow = self.send(&welcome).await;
+        self.broadcast(
+            &others,
+            ServerMessage::PeerJoined {
+                peer_id: self.peer,
+                name,
+            },
+        );
+        flow
+    }
+
+    async fn offer(&mut self, sdp: String) -> Flow {
+        let Some(membership) = &self.membership else {
+            return self
+                .error(ErrorCode::NotJoined, "offer: join a room first")
+                .await;
+        };
+        if membership.webrtc.is_some() {
+            return self
+                .error(
+                    ErrorCode::SessionExists,
+                    "offer: a WebRTC session exists; renegotiation is not supported",
+                )
+                .await;
+        }
+        let (events, rx) = mpsc::unbounded_channel();
+        let request = SessionRequest {
+            peer: self.peer,
+            room: membership.room.clone(),
+            kind: RoomKind::Relay,
+            offer_sdp: sdp,
+            events,
+        };
+        let answer = match self.state.relay.open(request).await {
+            Ok(answer) => answer,
+            Err(e) => return self.error(session_error_code(&e), e.to_string()).await,
+        };
+        if let Some(m) = self.membership.as_mut() {
+            m.webrtc = Some(rx);
+        }
+        let mid = first_mid(&answer.sdp);
+        if let Flow::Close(c, r) = self.send(&ServerMessage::Answer { sdp: answer.sdp }).await {
+            return Flow::Close(c, r);
+        }
+        // Also trickled, for clients that add candidates only this way.
+        for candidate in answer.candidates.into_iter().chain([String::new()]) {
+            let msg = ServerMessage::Candidate {
+                candidate,
+                mid: mid.clone(),
+            };
+            if let Flow::Close(c, r) = self.send(&msg).await {
+                return Flow::Close(c, r);
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn candidate(&mut self, candidate: String) -> Flow {
+        let Some(membership) = &self.membership else {
+            return self
+                .error(ErrorCode::NotJoined, "candidate: join a room first")
+                .await;
+        };
+        if membership.webrtc.is_none() {
+            return self
+                .error(ErrorCode::NoSession, "candidate: send an offer first")
+                .await;
+        }
+        // End of candidates, or an mDNS name the ICE-lite server would never
+        // use: it learns the client's address from the client's STUN checks.
+        if candidate.is_empty() || is_mdns_candidate(&candidate) {
+            return Flow::Continue;
+        }
+        match self
+            .state
+            .relay
+            .add_remote_candidate(self.peer, candidate)
+            .await
+        {
+            Ok(()) => Flow::Continue,
+            Err(e) => self.error(session_error_code(&e), e.to_string()).await,
+        }
+    }
+
+    async fn on_session_event(&mut self, event: SessionEvent) -> Flow {
+        match event {
+            SessionEvent::Ready { realtime, control } => {
+                self.send(&ServerMessage::Ready { realtime, control }).await
+            }
+            SessionEvent::ChannelRejected { reason } => {
+                if let Some(m) = self.membership.as_mut() {
+                    m.webrtc = None;
+                }
+                self.error(ErrorCode::ChannelRejected, reason).await
+            }
+            SessionEvent::Closed { reason } => {
+                tracing::info!(peer = %self.peer, %reason, "WebRTC session closed");
+                // The session is gone on the relay side already.
+                if let Some(m) = self.membership.as_mut() {
+                    m.webrtc = None;
+                }
+                self.leave_room(LeaveReason::Disconnected).await;
+                self.send(&ServerMessage::PeerLeft {
+                    peer_id: self.peer,
+                    reason: LeaveReason::Disconnected,
+                })
+                .await
+            }
+        }
+    }
+
+    /// Leaves the current room, if any, and tells the members who remain.
+    async fn leave_room(&mut self, reason: LeaveReason) {
+        let Some(membership) = self.membership.take() else {
+            return;
+        };
+        if membership.webrtc.is_some() {
+            self.state.relay.close(self.peer).await;
+        }
+        let Some(left) = self.state.rooms.leave(&membership.room, self.peer) else {
+            return;
+        };
+        let metrics = &self.state.metrics;
+        metrics.room_members.dec();
+        metrics.rooms.set(self.state.rooms.room_count() as i64);
+        tracing::info!(peer = %self.peer, room = %membership.room, ?reason, "left");
+        self.broadcast(
+            &left.remaining,
+            ServerMessage::PeerLeft {
+                peer_id: self.peer,
+                reason,
+            },
+        );
+    }
+
+    fn broadcast(&self, peers: &[PeerId], msg: ServerMessage) {
+        for &peer in peers {
+            if !self.state.outboxes.send(peer, msg.clone()) {
+                tracing::debug!(%peer, "outbox full; that client will be disconnected");
+            }
+        }
+    }
+
+    async fn send(&mut self, msg: &ServerMessage) -> Flow {
+        match self.socket.send(Message::Text(msg.to_json().into())).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Close(1000, "send failed"),
+        }
+    }
+
+    async fn error(&mut self, code: ErrorCode, message: impl Into<String>) -> Flow {
+        let message = message.into();
+        tracing::debug!(peer = %self.peer, %code, %message, "client error");
+        self.state.metrics.error(code);
+        self.send(&ServerMessage::error(code, message)).await
+    }
+
+    async fn fatal(&mut self, code: ErrorCode, message: &str) {
+        tracing::info!(peer = %self.peer, %code, %message, "closing signaling connection");
+        self.state.metrics.error(code);
+        let msg = ServerMessage::Error {
+            code,
+            message: message.to_owned(),
+            fatal: true,
+        };
+        let _ = self.send(&msg).await;
+    }
+}
+
+/// The next event of the current WebRTC session; pending forever without one.
+async fn next_event(membership: &mut Option<Membership>) -> Option<SessionEvent> {
+    match membership.as_mut().and_then(|m| m.webrtc.as_mut()) {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn session_error_code(e: &SessionError) -> ErrorCode {
+    match e {
+        SessionError::BadSdp(_) => ErrorCode::BadSdp,
+        SessionError::BadCandidate(_) => ErrorCode::BadCandidate,
+        SessionError::SessionExists(_) => ErrorCode::SessionExists,
+        SessionError::NoSession(_) => ErrorCode::NoSession,
+        SessionError::Unavailable(_) => ErrorCode::Unavailable,
+    }
+}
+
+/// The `a=mid:` of the first media section, so trickled candidates can name it.
+fn first_mid(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=mid:"))
+        .map(str::to_owned)
+}

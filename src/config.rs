@@ -1,0 +1,336 @@
+//! The configuration file model. Every key has an embedded default, so
+//! `rtcrelay serve` needs no file. Layers, later ones winning: defaults, the
+//! TOML file (`--config`), environment variables `RTCRELAY_<SECTION>__<KEY>`
+//! (e.g. `RTCRELAY_HTTP__LISTEN=0.0.0.0:8080`), command-line flags.
+//!
+//! figment does the layering and reports which key of which source was bad;
+//! unknown keys are errors (`deny_unknown_fields`), so a typo never silently
+//! falls back to a default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use rtcrelay_protocol::limits::MAX_ROOM_CAPACITY;
+use rtcrelay_protocol::signaling::IceServer;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub relay: RelayConfig,
+    pub rooms: RoomsConfig,
+    pub signaling: SignalingConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// HTTP + WebSocket listener (demo page, `/ws`, `/healthz`, `/metrics`).
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// The server peer's one UDP socket.
+    pub listen: SocketAddr,
+    /// Extra host candidate for a 1:1 NAT, e.g. a cloud VM's public address.
+    pub public_addr: Option<SocketAddr>,
+    /// Worker shards; 0 means one per core.
+    pub shards: usize,
+    /// Bytes the `realtime` channel may hold buffered before messages are
+    /// dropped instead of queued.
+    pub realtime_buffer_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomsConfig {
+    /// Capacity of a room whose creator asks for none.
+    pub default_capacity: usize,
+    /// Largest capacity a creator may ask for.
+    pub max_capacity: usize,
+    pub max_rooms: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignalingConfig {
+    pub max_message_bytes: usize,
+    /// Extra STUN/TURN servers handed to clients in `welcome`.
+    pub ice_servers: Vec<IceServer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// tracing filter, e.g. `info` or `rtcrelay_relay=debug,info`; the
+    /// `RTCRELAY_LOG` environment variable wins over it.
+    pub filter: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        let relay = rtcrelay_relay::RelayConfig::default();
+        RelayConfig {
+            listen: relay.listen,
+            public_addr: relay.public_addr,
+            shards: relay.shards,
+            realtime_buffer_bytes: relay.realtime_buffer_limit,
+        }
+    }
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        let s = rtcrelay_signaling::SignalingConfig::default();
+        RoomsConfig {
+            default_capacity: s.default_room_capacity,
+            max_capacity: 16,
+            max_rooms: s.max_rooms,
+        }
+    }
+}
+
+impl Default for SignalingConfig {
+    fn default() -> Self {
+        let s = rtcrelay_signaling::SignalingConfig::default();
+        SignalingConfig {
+            max_message_bytes: s.max_message_bytes,
+            ice_servers: s.ice_servers,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// A configuration problem, naming the key and where it came from.
+#[derive(Debug)]
+pub struct ConfigError(Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, line) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "config error: {line}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Loads the layers; `overrides` are (dotted key, value) pairs from flags.
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &[(&'static str, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(vec![format!(
+                    "config file {}: not found or not a file",
+                    path.display()
+                )]));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // Only double-underscore names are keys: RTCRELAY_LOG (the log
+        // filter) and RTCRELAY_CONFIG (the file) are not.
+        figment = figment.merge(
+            Env::prefixed("RTCRELAY_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
+        for (key, value) in overrides {
+            figment = figment.merge(Serialized::default(key, value));
+        }
+        let config: Config = figment.extract().map_err(|errors| {
+            ConfigError(
+                errors
+                    .into_iter()
+                    .map(|e| {
+                        let key = e.path.join(".");
+                        let source = e
+                            .metadata
+                            .as_ref()
+                            .map(|m| m.name.to_string())
+                            .unwrap_or_else(|| "configuration".into());
+                        if key.is_empty() {
+                            format!("{source}: {}", e.kind)
+                        } else {
+                            format!("key `{key}` ({source}): {}", e.kind)
+                        }
+                    })
+                    .collect(),
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rules between keys, which serde cannot check.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let rooms = &self.rooms;
+        if !(1..=MAX_ROOM_CAPACITY).contains(&rooms.max_capacity) {
+            problems.push(format!(
+                "key `rooms.max_capacity`: must be 1 to {MAX_ROOM_CAPACITY}, got {}",
+                rooms.max_capacity
+            ));
+        }
+        if rooms.default_capacity == 0 || rooms.default_capacity > rooms.max_capacity {
+            problems.push(format!(
+                "key `rooms.default_capacity`: must be 1 to rooms.max_capacity ({}), got {}",
+                rooms.max_capacity, rooms.default_capacity
+            ));
+        }
+        if rooms.max_rooms == 0 {
+            problems.push("key `rooms.max_rooms`: must be at least 1".into());
+        }
+        let bytes = self.signaling.max_message_bytes;
+        if !(4096..=16 << 20).contains(&bytes) {
+            problems.push(format!(
+                "key `signaling.max_message_bytes`: must be 4096 to 16777216, got {bytes}"
+            ));
+        }
+        for (i, server) in self.signaling.ice_servers.iter().enumerate() {
+            if server.urls.is_empty() {
+                problems.push(format!(
+                    "key `signaling.ice_servers[{i}].urls`: must list at least one URL"
+                ));
+            }
+            for url in &server.urls {
+                if !["stun:", "stuns:", "turn:", "turns:"]
+                    .iter()
+                    .any(|scheme| url.starts_with(scheme))
+                {
+                    problems.push(format!(
+                        "key `signaling.ice_servers[{i}].urls`: {url:?} is not a stun:, stuns:, turn: or turns: URL"
+                    ));
+                }
+            }
+        }
+        if self.relay.realtime_buffer_bytes < rtcrelay_protocol::limits::MAX_REALTIME_MESSAGE_BYTES
+        {
+            problems.push(format!(
+                "key `relay.realtime_buffer_bytes`: must hold at least one message ({} bytes), got {}",
+                rtcrelay_protocol::limits::MAX_REALTIME_MESSAGE_BYTES,
+                self.relay.realtime_buffer_bytes
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+
+    pub fn relay(&self) -> rtcrelay_relay::RelayConfig {
+        rtcrelay_relay::RelayConfig {
+            listen: self.relay.listen,
+            public_addr: self.relay.public_addr,
+            shards: self.relay.shards,
+            realtime_buffer_limit: self.relay.realtime_buffer_bytes,
+        }
+    }
+
+    pub fn signaling(&self) -> rtcrelay_signaling::SignalingConfig {
+        rtcrelay_signaling::SignalingConfig {
+            max_message_bytes: self.signaling.max_message_bytes,
+            default_room_capacity: self.rooms.default_capacity,
+            max_room_capacity: self.rooms.max_capacity,
+            max_rooms: self.rooms.max_rooms,
+            ice_servers: self.signaling.ice_servers.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_toml(text: &str) -> Result<Config, String> {
+        let dir = std::env::temp_dir().join(format!("rtcrelay-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!(
+            "{:x}.toml",
+            text.len() * 7919 + text.bytes().map(usize::from).sum::<usize>()
+        ));
+        std::fs::write(&path, text).unwrap();
+        let result = Config::load(Some(&path), &[]).map_err(|e| e.to_string());
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.relay.listen.to_string(), "127.0.0.1:3480");
+        assert_eq!(c.rooms.default_capacity, 4);
+    }
+
+    #[test]
+    fn file_and_flags_layer() {
+        let c = load_toml("[http]\nlisten = \"127.0.0.1:9000\"\n[rooms]\ndefault_capacity = 2\n")
+            .unwrap();
+        assert_eq!(c.http.listen.port(), 9000);
+        assert_eq!(c.rooms.default_capacity, 2);
+        let c = Config::load(None, &[("relay.listen", "127.0.0.1:0".into())]).unwrap();
+        assert_eq!(c.relay.listen.port(), 0);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load_toml("[http]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert!(e.contains("`http.listen`"), "{e}");
+        let e = load_toml("[rooms]\ndefault_capcity = 3\n").unwrap_err();
+        assert!(e.contains("default_capcity"), "{e}");
+        let e = load_toml("[rooms]\ndefault_capacity = 0\n").unwrap_err();
+        assert!(e.contains("`rooms.default_capacity`"), "{e}");
+        let e = load_toml("[signaling]\nice_servers = [{ urls = [\"http://x\"] }]\n").unwrap_err();
+        assert!(e.contains("`signaling.ice_servers[0].urls`"), "{e}");
+        let e = load_toml("[http\n").unwrap_err();
+        assert!(e.contains("TOML"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let e = Config::load(Some(Path::new("/nonexistent/rtcrelay.toml")), &[]).unwrap_err();
+        assert!(e.to_string().contains("not found"), "{e}");
+    }
+}

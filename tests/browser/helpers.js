@@ -1,0 +1,153 @@
+// Shared fixtures of the browser tests: the rtcrelay server (spawned per test
+// file, on ephemeral ports) and a headless system Chromium.
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+export const RTCRELAY_BIN = process.env.RTCRELAY_BIN
+  ?? fileURLToPath(new URL('../../target/debug/rtcrelay', import.meta.url));
+export const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+
+// Flags checked on this machine (ARCHITECTURE.md, "Browser facts"): without
+// --allow-loopback-in-peer-connection and the microphone permission headless
+// Chromium gathers no candidates on a loopback-only network.
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--allow-loopback-in-peer-connection',
+];
+
+const STARTUP_TIMEOUT_MS = 60_000;
+
+/**
+ * Starts `rtcrelay serve` on ephemeral ports and waits for the URLs it
+ * prints. Returns { demoUrl, wsUrl, relayAddr, logs(), stop() }.
+ */
+export async function startServer(extraArgs = []) {
+  if (!existsSync(RTCRELAY_BIN)) {
+    throw new Error(`rtcrelay binary not found at ${RTCRELAY_BIN}: run \`cargo build -p rtcrelay\` or set RTCRELAY_BIN`);
+  }
+  const args = ['serve', '--http-listen', '127.0.0.1:0', '--relay-listen', '127.0.0.1:0', ...extraArgs];
+  const proc = spawn(RTCRELAY_BIN, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RTCRELAY_LOG: process.env.RTCRELAY_LOG ?? 'info' },
+  });
+  let stderr = '';
+  proc.stderr.setEncoding('utf8');
+  proc.stderr.on('data', (chunk) => {
+    // Keep the tail only: it is printed when a test fails.
+    stderr = (stderr + chunk).slice(-64 * 1024);
+  });
+  const urls = await new Promise((resolve, reject) => {
+    const found = {};
+    const timer = setTimeout(() => fail(new Error(`server printed no URLs within ${STARTUP_TIMEOUT_MS} ms`)), STARTUP_TIMEOUT_MS);
+    const lines = createInterface({ input: proc.stdout });
+    function fail(err) {
+      clearTimeout(timer);
+      proc.kill('SIGKILL');
+      reject(new Error(`${err.message}\n--- server stderr ---\n${stderr}`));
+    }
+    const onExit = (code, signal) => fail(new Error(`server exited early (code ${code}, signal ${signal})`));
+    proc.once('exit', onExit);
+    proc.once('error', fail);
+    lines.on('line', (line) => {
+      const m = /^(demo|signaling|relay): (\S+)$/.exec(line.trim());
+      if (m) found[m[1]] = m[2];
+      if (found.demo && found.signaling) {
+        clearTimeout(timer);
+        proc.removeListener('exit', onExit);
+        proc.removeListener('error', fail);
+        resolve(found);
+      }
+    });
+  });
+  let exited = false;
+  proc.once('exit', () => {
+    exited = true;
+  });
+  return {
+    demoUrl: urls.demo,
+    wsUrl: urls.signaling,
+    relayAddr: urls.relay,
+    logs: () => stderr,
+    async stop() {
+      if (exited) return;
+      const gone = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      await gone;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** Launches headless Chromium with a fresh profile. Returns { context, newPage(), close() }. */
+export async function launchBrowser() {
+  const userDataDir = await mkdtemp(join(tmpdir(), 'rtcrelay-chromium-'));
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    permissions: ['microphone'],
+  });
+  const consoleLines = [];
+  context.on('console', (msg) => {
+    consoleLines.push(`[${msg.type()}] ${msg.text()}`);
+  });
+  context.on('weberror', (err) => consoleLines.push(`[pageerror] ${err.error().message}`));
+  return {
+    context,
+    consoleLines,
+    /** A page; the persistent context opens with one blank page, reused first. */
+    async newPage() {
+      const blank = context.pages().find((p) => p.url() === 'about:blank' && !p.__rtcrelayUsed);
+      const page = blank ?? (await context.newPage());
+      page.__rtcrelayUsed = true;
+      return page;
+    },
+    async close() {
+      await context.close().catch(() => {});
+      await rm(userDataDir, { recursive: true, force: true }).catch(() => {});
+    },
+  };
+}
+
+/** Polls `fn` until it returns a truthy value; throws `message` after `timeoutMs`. */
+export async function waitFor(fn, { timeoutMs = 15_000, intervalMs = 50, message = 'condition' } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${message} (last value: ${JSON.stringify(last)})`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/** Joins a room through the demo page's UI and waits until the client is open. */
+export async function joinViaUi(page, demoUrl, { name, room }) {
+  await page.goto(demoUrl);
+  await page.waitForSelector('body[data-ready="true"]');
+  await page.fill('#name', name);
+  await page.fill('#room', room);
+  await page.click('#join');
+  await page.waitForFunction(
+    () => ['open', 'error'].includes(document.getElementById('state').dataset.state),
+    null,
+    { timeout: 20_000 },
+  );
+  const state = await page.$eval('#state', (el) => `${el.dataset.state}: ${el.textContent} ${document.getElementById('error').textContent}`);
+  if (!state.startsWith('open')) throw new Error(`${name} could not join ${room}: ${state}`);
+  return page.evaluate(() => window.rtcrelayDemo.client.peerId);
+}

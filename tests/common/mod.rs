@@ -1,0 +1,228 @@
+//! Shared by the end-to-end tests: starts the real `rtcrelay` binary on free
+//! ports and reads what it prints.
+#![allow(dead_code)] // each test file uses a different part of this
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running `rtcrelay serve`, killed on drop.
+pub struct TestServer {
+    child: Child,
+    /// `127.0.0.1:PORT` of the HTTP listener.
+    pub http: SocketAddr,
+    /// `ws://127.0.0.1:PORT/ws`.
+    pub ws_url: String,
+    /// The relay's UDP socket.
+    pub relay: SocketAddr,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts `rtcrelay serve` on free ports with `extra` arguments appended.
+    pub fn start_with(extra: &[&str]) -> TestServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rtcrelay"))
+            .args([
+                "serve",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--relay-listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env(
+                "RTCRELAY_LOG",
+                std::env::var("RTCRELAY_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn rtcrelay");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    // Keep draining so the server never blocks on a full pipe.
+                    continue;
+                }
+            }
+        });
+        let mut http = None;
+        let mut relay = None;
+        while http.is_none() || relay.is_none() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("rtcrelay did not print its addresses");
+            if let Some(rest) = line.strip_prefix("demo: http://") {
+                http = Some(rest.trim_end_matches('/').parse().expect("http addr"));
+            } else if let Some(rest) = line.strip_prefix("relay: udp://") {
+                relay = Some(rest.parse().expect("relay addr"));
+            }
+        }
+        let http: SocketAddr = http.unwrap();
+        TestServer {
+            child,
+            http,
+            ws_url: format!("ws://{http}/ws"),
+            relay: relay.unwrap(),
+        }
+    }
+
+    /// `GET path` over a fresh connection; returns (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(self.http).expect("connect http");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("read http response");
+        let status = raw
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("status code");
+        let body = raw
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// The value of one sample of `/metrics`, e.g.
+    /// `rtcrelay_relay_datagrams_dropped_total{reason="unknown_source"}`.
+    /// Absent samples read as 0.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "/metrics status");
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(sample)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Is the process still running?
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().expect("wait rtcrelay")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestServer {
+    /// Sum of every sample of a metric family, whatever its labels, e.g.
+    /// `rtcrelay_relay_datagrams_dropped_total`.
+    pub fn metric_sum(&self, family: &str) -> f64 {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .filter(|l| {
+                l.strip_prefix(family)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// A raw signaling WebSocket, for sending what a well-behaved client never would.
+pub struct RawWs(
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+);
+
+impl RawWs {
+    pub async fn connect(server: &TestServer) -> RawWs {
+        let (ws, _) = tokio_tungstenite::connect_async(&server.ws_url)
+            .await
+            .expect("websocket connect");
+        RawWs(ws)
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.0
+            .send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_binary(&mut self, bytes: &[u8]) {
+        use futures_util::SinkExt;
+        self.0
+            .send(tokio_tungstenite::tungstenite::Message::binary(
+                bytes.to_vec(),
+            ))
+            .await
+            .expect("send");
+    }
+
+    /// The next frame: `Ok(json)` for a text message, `Err(close code)` when
+    /// the server closes.
+    pub async fn next(&mut self) -> Result<serde_json::Value, Option<u16>> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(20), self.0.next())
+                .await
+                .expect("timed out waiting for a signaling message");
+            match frame {
+                Some(Ok(Message::Text(t))) => {
+                    return Ok(serde_json::from_str(&t).expect("server sent JSON"))
+                }
+                Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(None),
+            }
+        }
+    }
+
+    /// The next message, which must be of `type`.
+    pub async fn expect(&mut self, ty: &str) -> serde_json::Value {
+        let msg = self.next().await.expect("connection closed");
+        assert_eq!(msg["type"], ty, "expected {ty}, got {msg}");
+        msg
+    }
+
+    /// The next message, which must be an error with `code`.
+    pub async fn expect_error(&mut self, code: &str) -> serde_json::Value {
+        let msg = self.expect("error").await;
+        assert_eq!(msg["code"], code, "wrong error: {msg}");
+        msg
+    }
+
+    pub async fn join(&mut self, room: &str, capacity: Option<usize>) -> serde_json::Value {
+        let mut join = serde_json::json!({
+            "type": "join", "version": 1, "room": room, "kind": "relay", "name": "raw",
+        });
+        if let Some(c) = capacity {
+            join["capacity"] = c.into();
+        }
+        self.send_text(&join.to_string()).await;
+        self.expect("welcome").await
+    }
+}

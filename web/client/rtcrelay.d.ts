@@ -1,0 +1,266 @@
+// Type definitions for the rtcrelay browser client (rtcrelay.js).
+//
+// Usage:
+//   import { RtcRelay } from '/client/rtcrelay.js';
+//   const client = await RtcRelay.connect({ room: 'lobby', name: 'ada' });
+//   client.on('message', ({ from, channel, data }) => console.log(from, channel, data));
+//   client.send('realtime', new Float32Array([x, y]));
+//   client.send('control', 'hello');
+
+/** Signaling protocol version spoken by this client. */
+export declare const PROTOCOL_VERSION: 1;
+
+/**
+ * Largest payload (bytes) per channel. The server drops bigger messages, so
+ * {@link RtcRelay.send} throws instead of sending them.
+ */
+export declare const LIMITS: Readonly<{ realtime: 1194; control: 16378 }>;
+
+/** The two DataChannels every member has. */
+export type ChannelLabel = 'realtime' | 'control';
+
+/** Room kinds of protocol v1. Only "relay" rooms are served for now. */
+export type RoomKind = 'relay' | 'authoritative';
+
+/** Lifecycle of a client: "open" once connect() has resolved, "closed" at the end. */
+export type ClientState = 'new' | 'connecting' | 'open' | 'closed';
+
+/**
+ * Server error codes (stable, from the protocol crate) plus the client's own:
+ * bad_options, bad_channel, not_open, message_too_large (client-side check),
+ * timeout, signaling_failed, signaling_closed, ice_failed, channel_closed,
+ * bad_frame, bad_candidate, closed, internal.
+ */
+export type ErrorCode =
+  | 'bad_json'
+  | 'unknown_type'
+  | 'invalid_message'
+  | 'message_too_large'
+  | 'binary_not_supported'
+  | 'unsupported_version'
+  | 'unsupported_room_kind'
+  | 'not_joined'
+  | 'already_joined'
+  | 'room_full'
+  | 'room_kind_mismatch'
+  | 'too_many_rooms'
+  | 'session_exists'
+  | 'no_session'
+  | 'bad_sdp'
+  | 'bad_candidate'
+  | 'channel_rejected'
+  | 'unavailable'
+  | 'internal'
+  | 'bad_options'
+  | 'bad_channel'
+  | 'not_open'
+  | 'timeout'
+  | 'signaling_failed'
+  | 'signaling_closed'
+  | 'ice_failed'
+  | 'channel_closed'
+  | 'bad_frame'
+  | 'closed'
+  | (string & {});
+
+/** Error thrown or rejected by this library; switch on `code`. */
+export declare class RtcRelayError extends Error {
+  constructor(code: ErrorCode, message: string, options?: { fatal?: boolean; cause?: unknown });
+  readonly name: 'RtcRelayError';
+  /** Stable code: a server ErrorCode such as "room_full", or a client one such as "timeout". */
+  readonly code: ErrorCode;
+  /** True when the server closed the signaling WebSocket after this error. */
+  readonly fatal: boolean;
+}
+
+export interface ConnectOptions {
+  /** Signaling URL, e.g. "wss://example.com/ws". Default: `/ws` on the page's own host (ws: or wss: to match the page). */
+  url?: string;
+  /** Room name: 1 to 64 characters of A-Z a-z 0-9 _ - . ; created on first join. */
+  room: string;
+  /** Room kind; default "relay". */
+  kind?: RoomKind;
+  /** Display name shown to the other members: 1 to 32 characters, no control characters. */
+  name: string;
+  /**
+   * Capacity of the room if this join creates it (1 to the server's maximum,
+   * at most 64); ignored when the room exists. Default: the server's default (4).
+   */
+  capacity?: number;
+  /** Extra ICE servers, appended to the ones the server sends in its welcome. */
+  iceServers?: RTCIceServer[];
+  /** Passed to RTCPeerConnection; "relay" forces TURN. */
+  iceTransportPolicy?: RTCIceTransportPolicy;
+  /** How long connect() may take before it rejects with code "timeout" (ms, default 15000). */
+  timeoutMs?: number;
+}
+
+/** Another member of the room. */
+export interface Peer {
+  peerId: number;
+  /** Null only if the server reported a departure of a peer this client never saw join. */
+  name: string | null;
+}
+
+/** DataChannel parameters as the server peer sees them (wire format, snake_case). */
+export interface ChannelParams {
+  ordered: boolean;
+  /** Present for partially reliable channels: 0 for "realtime". */
+  max_retransmits?: number;
+  max_packet_lifetime_ms?: number;
+}
+
+export interface ServerChannels {
+  realtime: ChannelParams;
+  control: ChannelParams;
+}
+
+/** detail of a "message" event: one message another member sent. */
+export interface MessageDetail {
+  /** Peer id of the sender. */
+  from: number;
+  /** The channel it was sent (and relayed) on. */
+  channel: ChannelLabel;
+  /** A string if the sender sent text, else the bytes. */
+  data: string | ArrayBuffer;
+}
+
+/** detail of "peerleft". */
+export interface PeerLeftDetail extends Peer {
+  /** "left": sent leave or closed its socket; "disconnected": its WebRTC session failed. */
+  reason: 'left' | 'disconnected';
+}
+
+/** detail of "error": a non-fatal problem after connect() resolved. */
+export interface ErrorDetail {
+  code: ErrorCode;
+  message: string;
+  fatal: boolean;
+}
+
+/** detail of "statechange": fired when `state` or the RTCPeerConnection's connectionState changes. */
+export interface StateChangeDetail {
+  state: ClientState;
+  connectionState: RTCPeerConnectionState;
+}
+
+/** detail of "close". */
+export interface CloseDetail {
+  /** "left", "closed", "signaling_closed", "channel_closed", "disconnected", "channel_rejected", ... */
+  reason: string;
+  error: RtcRelayError | null;
+}
+
+export interface RtcRelayEventMap {
+  message: CustomEvent<MessageDetail>;
+  peerjoined: CustomEvent<Peer>;
+  peerleft: CustomEvent<PeerLeftDetail>;
+  error: CustomEvent<ErrorDetail>;
+  statechange: CustomEvent<StateChangeDetail>;
+  close: CustomEvent<CloseDetail>;
+}
+
+/**
+ * A member of one rtcrelay room, connected to the server peer by WebRTC.
+ *
+ * Every message sent with {@link send} goes to every other member of the room
+ * on the same channel; the sender does not get it back. "realtime" is
+ * unordered with no retransmissions (may lose messages: use it for state that
+ * is resent anyway), "control" is reliable and ordered.
+ *
+ * Events raised while connect() is pending (messages, joins) are held and
+ * dispatched right after it resolves, so listeners added straight after the
+ * `await` see them.
+ */
+export declare class RtcRelay extends EventTarget {
+  /**
+   * Joins a room: signaling join → welcome → RTCPeerConnection with both
+   * DataChannels → offer/answer and trickle ICE. Resolves once both channels
+   * are open and the server has sent "ready"; rejects with an
+   * {@link RtcRelayError} (e.g. code "room_full", "invalid_message", "timeout").
+   */
+  static connect(options: ConnectOptions): Promise<RtcRelay>;
+
+  /** Use {@link RtcRelay.connect}; a bare instance is not connected. */
+  constructor(options: ConnectOptions);
+
+  /** The signaling URL in use. */
+  readonly url: string;
+  readonly room: string;
+  readonly name: string;
+  readonly kind: RoomKind;
+  /** This client's peer id, assigned by the server (null until the welcome). */
+  readonly peerId: number | null;
+  /** Room capacity from the welcome. */
+  readonly capacity: number | null;
+  /** The other members, by peer id, kept current by peerjoined/peerleft. */
+  readonly roster: Map<number, Peer>;
+  /** Channel parameters from the server's "ready" message. */
+  readonly serverChannels: ServerChannels | null;
+  /** ICE servers used: the welcome's, then `options.iceServers`. */
+  readonly iceServers: RTCIceServer[];
+  /** Last signaling round trip measured by {@link ping}, in ms. */
+  readonly signalingRtt: number | null;
+  /** Client lifecycle state. */
+  readonly state: ClientState;
+  /** The RTCPeerConnection's connectionState ("new" before it exists). */
+  readonly connectionState: RTCPeerConnectionState;
+  /** The underlying RTCPeerConnection, for stats and debugging. */
+  readonly peerConnection: RTCPeerConnection | null;
+
+  /** The RTCDataChannel with this label. Send with {@link send}, which adds the checks. */
+  channel(label: ChannelLabel): RTCDataChannel | null;
+
+  /**
+   * Sends to every other member. Strings arrive as strings, binary data as an
+   * ArrayBuffer (a view sends only its own bytes).
+   * @returns false if a realtime message was dropped because the browser's
+   *   send buffer is backed up (control messages are always queued).
+   * @throws RtcRelayError "not_open", "bad_channel" or "message_too_large"
+   *   (see {@link LIMITS}); TypeError for other data types.
+   */
+  send(channel: ChannelLabel, data: string | ArrayBuffer | ArrayBufferView): boolean;
+
+  /** Signaling (WebSocket) round trip in ms; rejects with code "timeout" or "not_open". */
+  ping(timeoutMs?: number): Promise<number>;
+
+  /**
+   * WebRTC round trip in ms: currentRoundTripTime of the selected ICE
+   * candidate pair from getStats(); null when not (yet) available.
+   */
+  rtt(): Promise<number | null>;
+
+  /** Sends "leave" (others see reason "left") and closes. Idempotent. */
+  leave(): void;
+
+  /** Closes the WebRTC session and the WebSocket without a "leave". Idempotent. */
+  close(): void;
+
+  /** Subscribes with the event's detail; returns an unsubscribe function. */
+  on<K extends keyof RtcRelayEventMap>(type: K, handler: (detail: RtcRelayEventMap[K]['detail']) => void): () => void;
+
+  addEventListener<K extends keyof RtcRelayEventMap>(
+    type: K,
+    listener: (this: RtcRelay, event: RtcRelayEventMap[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener<K extends keyof RtcRelayEventMap>(
+    type: K,
+    listener: (this: RtcRelay, event: RtcRelayEventMap[K]) => void,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
+}
+
+/** A decoded relayed frame: [0x01][flags bit0=text][sender u32 BE][payload]. */
+export interface RelayedFrame {
+  from: number;
+  text: boolean;
+  payload: Uint8Array;
+}
+
+/** Decodes one relayed frame; throws RtcRelayError "bad_frame" on malformed input. */
+export declare function decodeRelayed(buffer: ArrayBuffer | ArrayBufferView): RelayedFrame;
+
+export default RtcRelay;

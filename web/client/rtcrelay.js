@@ -1,0 +1,568 @@
+// rtcrelay browser client: joins a room over the signaling WebSocket, opens a
+// WebRTC session with the server peer and exchanges messages with the other
+// members over two DataChannels. Plain ES module, no dependencies, no build.
+// Typings and API docs: rtcrelay.d.ts next to this file.
+//
+// Wire contract (protocol crate, v1):
+//   signaling: JSON text over GET /ws (join, welcome, offer, answer, candidate,
+//              ready, peer_joined, peer_left, error, ping/pong, leave)
+//   channels:  "realtime" {ordered:false, maxRetransmits:0} and "control"
+//              (reliable, ordered), both opened by the client before the offer
+//   frames:    the server relays [0x01][flags bit0=text][sender u32 BE][payload]
+
+export const PROTOCOL_VERSION = 1;
+
+/** Payload limits (bytes) the server enforces; bigger messages are dropped by it. */
+export const LIMITS = Object.freeze({
+  realtime: 1200 - 6,
+  control: 16 * 1024 - 6,
+});
+
+const CHANNELS = ['realtime', 'control'];
+const FRAME_RELAYED = 0x01;
+const RELAYED_HEADER_LEN = 6;
+const FLAG_TEXT = 0x01;
+// An unreliable lane is for fresh data: once this much is queued in the
+// browser, newer messages are worth more than the backlog, so send() drops.
+const REALTIME_MAX_BUFFERED = 64 * 1024;
+// Events raised before connect() resolves are held this many at most, so a
+// chatty room cannot grow memory while the caller is still awaiting.
+const MAX_EARLY_EVENTS = 1024;
+
+/** An error with a stable `code`: a server ErrorCode (e.g. "room_full") or a client one. */
+export class RtcRelayError extends Error {
+  constructor(code, message, { fatal = false, cause } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = 'RtcRelayError';
+    this.code = code;
+    this.fatal = fatal;
+  }
+}
+
+/**
+ * Decodes a relayed frame. Returns {from, text, payload} or throws RtcRelayError
+ * with code "bad_frame".
+ */
+export function decodeRelayed(buffer) {
+  const bytes = ArrayBuffer.isView(buffer)
+    ? new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength)
+    : new Uint8Array(buffer);
+  if (bytes.length === 0) throw new RtcRelayError('bad_frame', 'frame is empty');
+  if (bytes[0] !== FRAME_RELAYED) {
+    throw new RtcRelayError('bad_frame', `unknown frame type 0x${bytes[0].toString(16).padStart(2, '0')}`);
+  }
+  if (bytes.length < RELAYED_HEADER_LEN) {
+    throw new RtcRelayError('bad_frame', `frame is ${bytes.length} bytes, shorter than its header`);
+  }
+  const flags = bytes[1];
+  if ((flags & ~FLAG_TEXT) !== 0) {
+    throw new RtcRelayError('bad_frame', `reserved flag bits set: 0x${flags.toString(16)}`);
+  }
+  const from = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(2, false);
+  const payload = bytes.slice(RELAYED_HEADER_LEN);
+  const text = (flags & FLAG_TEXT) !== 0;
+  return { from, text, payload };
+}
+
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
+const utf8Encoder = new TextEncoder();
+
+function defaultUrl() {
+  if (typeof location === 'undefined') {
+    throw new RtcRelayError('bad_options', 'no url given and no page location to derive it from');
+  }
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${location.host}/ws`;
+}
+
+function byteLengthOf(data) {
+  if (typeof data === 'string') return utf8Encoder.encode(data).byteLength;
+  return data.byteLength;
+}
+
+/**
+ * A member of one rtcrelay room. Create with `await RtcRelay.connect(...)`.
+ * Events (all CustomEvent, payload in `event.detail`): message, peerjoined,
+ * peerleft, error, statechange, close.
+ */
+export class RtcRelay extends EventTarget {
+  /**
+   * Joins a room and resolves once both DataChannels are open and the server
+   * has confirmed them ("ready").
+   */
+  static async connect(options) {
+    const client = new RtcRelay(options);
+    await client._connect();
+    return client;
+  }
+
+  constructor(options = {}) {
+    super();
+    if (!options || typeof options.room !== 'string' || typeof options.name !== 'string') {
+      throw new RtcRelayError('bad_options', 'connect() needs { room, name } strings');
+    }
+    this._options = { kind: 'relay', timeoutMs: 15000, iceServers: [], ...options };
+    this.url = this._options.url ?? defaultUrl();
+    this.room = this._options.room;
+    this.name = this._options.name;
+    this.kind = this._options.kind;
+    /** @type {number | null} */
+    this.peerId = null;
+    this.capacity = null;
+    /** Other members: peerId -> { peerId, name }. */
+    this.roster = new Map();
+    this.serverChannels = null;
+    this.iceServers = [];
+    this.signalingRtt = null;
+    this._state = 'new';
+    this._ws = null;
+    this._pc = null;
+    this._channels = { realtime: null, control: null };
+    this._pings = new Map();
+    this._nextPingId = 1;
+    this._early = [];
+    this._live = false;
+    this._closed = false;
+    this._pendingRemoteCandidates = [];
+    this._remoteDescriptionSet = false;
+    // Signaling messages are handled one at a time, in order: the answer must
+    // be applied before the server's candidates that follow it.
+    this._signalQueue = Promise.resolve();
+  }
+
+  /** "new" | "connecting" | "open" | "closed". */
+  get state() {
+    return this._state;
+  }
+
+  /** The RTCPeerConnection's connectionState, or "new" before it exists. */
+  get connectionState() {
+    return this._pc ? this._pc.connectionState : 'new';
+  }
+
+  /** The underlying RTCPeerConnection (for stats and debugging). */
+  get peerConnection() {
+    return this._pc;
+  }
+
+  /** The RTCDataChannel of the given label. */
+  channel(label) {
+    return this._channels[label] ?? null;
+  }
+
+  /**
+   * Subscribes to an event; `handler` gets the event's detail. Returns a
+   * function that unsubscribes.
+   */
+  on(type, handler) {
+    const listener = (event) => handler(event.detail);
+    this.addEventListener(type, listener);
+    return () => this.removeEventListener(type, listener);
+  }
+
+  /**
+   * Sends a message to every other member on `channel`. Strings arrive as
+   * strings, binary as ArrayBuffer. Returns false if a realtime message was
+   * dropped because the browser's send buffer is backed up.
+   */
+  send(channel, data) {
+    const dc = this._channels[channel];
+    if (!CHANNELS.includes(channel)) {
+      throw new RtcRelayError('bad_channel', `channel must be "realtime" or "control", not ${String(channel)}`);
+    }
+    if (!dc || dc.readyState !== 'open' || this._state === 'closed') {
+      throw new RtcRelayError('not_open', `channel ${channel} is not open`);
+    }
+    let payload = data;
+    if (typeof data !== 'string') {
+      if (data instanceof ArrayBuffer) {
+        payload = data;
+      } else if (ArrayBuffer.isView(data)) {
+        // Send exactly the view's bytes, not its whole backing buffer.
+        payload = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      } else {
+        throw new TypeError('send() takes a string, an ArrayBuffer or an ArrayBufferView');
+      }
+    }
+    const size = byteLengthOf(payload);
+    if (size > LIMITS[channel]) {
+      throw new RtcRelayError('message_too_large', `${channel} messages are at most ${LIMITS[channel]} bytes, this one is ${size}`);
+    }
+    if (channel === 'realtime' && dc.bufferedAmount > REALTIME_MAX_BUFFERED) {
+      return false;
+    }
+    dc.send(payload);
+    return true;
+  }
+
+  /** Measures the signaling (WebSocket) round trip, in milliseconds. */
+  ping(timeoutMs = 5000) {
+    if (!this._ws || this._ws.readyState !== WebSocket.OPEN) {
+      return Promise.reject(new RtcRelayError('not_open', 'signaling is not connected'));
+    }
+    const id = this._nextPingId;
+    this._nextPingId = (this._nextPingId % 0xffffffff) + 1;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pings.delete(id);
+        reject(new RtcRelayError('timeout', `no pong within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this._pings.set(id, { sent: performance.now(), resolve, reject, timer });
+      this._sendSignal({ type: 'ping', id });
+    });
+  }
+
+  /**
+   * The WebRTC round trip (ms) of the selected ICE candidate pair, from
+   * getStats() currentRoundTripTime; null when the browser has no value yet.
+   */
+  async rtt() {
+    if (!this._pc || this._pc.connectionState === 'closed') return null;
+    let stats;
+    try {
+      stats = await this._pc.getStats();
+    } catch {
+      return null;
+    }
+    let pair = null;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) {
+        pair = stats.get(s.selectedCandidatePairId) ?? pair;
+      }
+    });
+    if (!pair) {
+      // Browsers without transport stats: the nominated, working pair.
+      stats.forEach((s) => {
+        if (!pair && s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+      });
+    }
+    if (!pair || typeof pair.currentRoundTripTime !== 'number') return null;
+    return pair.currentRoundTripTime * 1000;
+  }
+
+  /** Leaves the room (others see reason "left") and closes the client. */
+  leave() {
+    if (this._closed) return;
+    this._sendSignal({ type: 'leave' });
+    this._shutdown('left', null);
+  }
+
+  /** Closes the session and the WebSocket; the server treats it as leaving. */
+  close() {
+    this._shutdown('closed', null);
+  }
+
+  // ---- internals ----
+
+  _emit(type, detail) {
+    if (!this._live) {
+      if (this._early.length < MAX_EARLY_EVENTS) this._early.push([type, detail]);
+      return;
+    }
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _setState(state) {
+    if (this._state === state) return;
+    this._state = state;
+    this._emit('statechange', { state, connectionState: this.connectionState });
+  }
+
+  _sendSignal(msg) {
+    if (this._ws && this._ws.readyState === WebSocket.OPEN) {
+      this._ws.send(JSON.stringify(msg));
+    }
+  }
+
+  _connect() {
+    return new Promise((resolve, reject) => {
+      this._connectDone = { resolve, reject };
+      this._setState('connecting');
+      this._timer = setTimeout(() => {
+        this._fail(new RtcRelayError('timeout', `not ready within ${this._options.timeoutMs} ms`));
+      }, this._options.timeoutMs);
+      let ws;
+      try {
+        ws = new WebSocket(this.url);
+      } catch (e) {
+        this._fail(new RtcRelayError('signaling_failed', `cannot open ${this.url}: ${e.message}`, { cause: e }));
+        return;
+      }
+      this._ws = ws;
+      ws.onopen = () => {
+        this._wsOpened = true;
+        const join = { type: 'join', version: PROTOCOL_VERSION, room: this.room, kind: this.kind, name: this.name };
+        if (this._options.capacity !== undefined) join.capacity = this._options.capacity;
+        this._sendSignal(join);
+      };
+      ws.onmessage = (event) => {
+        if (typeof event.data !== 'string') return;
+        let msg;
+        try {
+          msg = JSON.parse(event.data);
+        } catch {
+          this._emit('error', { code: 'bad_json', message: 'server sent a message that is not JSON', fatal: false });
+          return;
+        }
+        this._signalQueue = this._signalQueue
+          .then(() => this._onSignal(msg))
+          .catch((e) => this._onInternalError(e));
+      };
+      ws.onclose = (event) => {
+        const reason = `signaling closed (code ${event.code}${event.reason ? `: ${event.reason}` : ''})`;
+        // Behind the messages already received: a fatal server error that
+        // preceded the close is the better explanation.
+        this._signalQueue = this._signalQueue.then(() => {
+          if (this._connectDone && !this._wsOpened) {
+            this._fail(new RtcRelayError('signaling_failed', `cannot connect to ${this.url} (code ${event.code})`));
+          } else if (this._connectDone) {
+            this._fail(new RtcRelayError('signaling_closed', reason));
+          } else {
+            this._shutdown('signaling_closed', null);
+          }
+        });
+      };
+      ws.onerror = () => {
+        // onclose follows with the details.
+      };
+    });
+  }
+
+  async _onSignal(msg) {
+    if (this._closed || !msg || typeof msg.type !== 'string') return;
+    switch (msg.type) {
+      case 'welcome':
+        await this._onWelcome(msg);
+        break;
+      case 'answer':
+        if (!this._pc) return;
+        await this._pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+        this._remoteDescriptionSet = true;
+        for (const c of this._pendingRemoteCandidates.splice(0)) await this._addRemoteCandidate(c);
+        break;
+      case 'candidate':
+        if (!this._remoteDescriptionSet) {
+          this._pendingRemoteCandidates.push(msg);
+        } else {
+          await this._addRemoteCandidate(msg);
+        }
+        break;
+      case 'ready':
+        this.serverChannels = { realtime: msg.realtime, control: msg.control };
+        this._serverReady = true;
+        this._maybeReady();
+        break;
+      case 'peer_joined': {
+        const peer = { peerId: msg.peer_id, name: msg.name };
+        this.roster.set(msg.peer_id, peer);
+        this._emit('peerjoined', peer);
+        break;
+      }
+      case 'peer_left': {
+        if (msg.peer_id === this.peerId) {
+          // Our own WebRTC session died: the server has taken us out.
+          this._shutdown(msg.reason ?? 'disconnected', null);
+          return;
+        }
+        const peer = this.roster.get(msg.peer_id) ?? { peerId: msg.peer_id, name: null };
+        this.roster.delete(msg.peer_id);
+        this._emit('peerleft', { ...peer, reason: msg.reason });
+        break;
+      }
+      case 'pong': {
+        const p = this._pings.get(msg.id);
+        if (!p) return;
+        this._pings.delete(msg.id);
+        clearTimeout(p.timer);
+        this.signalingRtt = performance.now() - p.sent;
+        p.resolve(this.signalingRtt);
+        break;
+      }
+      case 'error': {
+        const err = new RtcRelayError(msg.code ?? 'unknown', msg.message ?? 'server error', { fatal: !!msg.fatal });
+        if (this._connectDone) {
+          // Before ready every server error means this connect attempt failed.
+          this._fail(err);
+        } else {
+          this._emit('error', { code: err.code, message: err.message, fatal: err.fatal });
+          if (err.code === 'channel_rejected' || err.fatal) this._shutdown(err.code, err);
+        }
+        break;
+      }
+      default:
+        // Newer servers may add message types; ignoring them keeps us compatible.
+        break;
+    }
+  }
+
+  async _onWelcome(msg) {
+    this.peerId = msg.peer_id;
+    this.capacity = msg.capacity;
+    this.room = msg.room ?? this.room;
+    for (const entry of msg.roster ?? []) {
+      this.roster.set(entry.peer_id, { peerId: entry.peer_id, name: entry.name });
+    }
+    this.iceServers = [...(msg.ice_servers ?? []), ...(this._options.iceServers ?? [])];
+    const config = { iceServers: this.iceServers };
+    if (this._options.iceTransportPolicy) config.iceTransportPolicy = this._options.iceTransportPolicy;
+    const pc = new RTCPeerConnection(config);
+    this._pc = pc;
+
+    // Both channels exist before the offer so one negotiation carries them.
+    this._channels.realtime = pc.createDataChannel('realtime', { ordered: false, maxRetransmits: 0 });
+    this._channels.control = pc.createDataChannel('control');
+    for (const label of CHANNELS) {
+      const dc = this._channels[label];
+      dc.binaryType = 'arraybuffer';
+      dc.onopen = () => this._maybeReady();
+      dc.onmessage = (event) => this._onChannelMessage(label, event.data);
+      dc.onclose = () => {
+        const why = `DataChannel ${label} closed`;
+        if (this._connectDone) {
+          // The server's reason (e.g. channel_rejected) may still be on its
+          // way over the WebSocket; give it a moment to win.
+          setTimeout(() => this._fail(new RtcRelayError('channel_closed', why)), 1000);
+        } else {
+          this._shutdown('channel_closed', null);
+        }
+      };
+    }
+
+    pc.onicecandidate = (event) => {
+      if (event.candidate && event.candidate.candidate) {
+        this._sendSignal({ type: 'candidate', candidate: event.candidate.candidate, mid: event.candidate.sdpMid ?? undefined });
+      } else if (!event.candidate) {
+        this._sendSignal({ type: 'candidate', candidate: '' });
+      }
+    };
+    pc.onconnectionstatechange = () => {
+      this._emit('statechange', { state: this._state, connectionState: pc.connectionState });
+      if (pc.connectionState === 'failed' && this._connectDone) {
+        setTimeout(() => this._fail(new RtcRelayError('ice_failed', 'the WebRTC connection to the server failed')), 1000);
+      }
+    };
+
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    this._sendSignal({ type: 'offer', sdp: pc.localDescription.sdp });
+  }
+
+  async _addRemoteCandidate(msg) {
+    if (!this._pc || typeof msg.candidate !== 'string') return;
+    const init = { candidate: msg.candidate };
+    if (typeof msg.mid === 'string') init.sdpMid = msg.mid;
+    else init.sdpMLineIndex = 0;
+    try {
+      // An empty candidate is the end-of-candidates marker.
+      await this._pc.addIceCandidate(init);
+    } catch (e) {
+      if (msg.candidate !== '') {
+        this._emit('error', { code: 'bad_candidate', message: `server candidate rejected: ${e.message}`, fatal: false });
+      }
+    }
+  }
+
+  _onChannelMessage(channel, data) {
+    if (typeof data === 'string') {
+      this._emit('error', { code: 'bad_frame', message: `unexpected text message on ${channel}`, fatal: false });
+      return;
+    }
+    let frame;
+    try {
+      frame = decodeRelayed(data);
+    } catch (e) {
+      this._emit('error', { code: 'bad_frame', message: e.message, fatal: false });
+      return;
+    }
+    let value;
+    if (frame.text) {
+      try {
+        value = utf8Decoder.decode(frame.payload);
+      } catch {
+        this._emit('error', { code: 'bad_frame', message: 'text payload is not UTF-8', fatal: false });
+        return;
+      }
+    } else {
+      value = frame.payload.buffer;
+    }
+    this._emit('message', { from: frame.from, channel, data: value });
+  }
+
+  _maybeReady() {
+    if (!this._connectDone || this._closed || !this._serverReady) return;
+    if (!CHANNELS.every((l) => this._channels[l] && this._channels[l].readyState === 'open')) return;
+    clearTimeout(this._timer);
+    this._setState('open');
+    const done = this._connectDone;
+    this._connectDone = null;
+    done?.resolve();
+    // Flush what happened while connecting after the caller's `await`
+    // continuation has had a chance to add listeners.
+    setTimeout(() => {
+      this._live = true;
+      for (const [type, detail] of this._early.splice(0)) {
+        this.dispatchEvent(new CustomEvent(type, { detail }));
+      }
+      if (this._closed) {
+        this.dispatchEvent(new CustomEvent('close', { detail: { reason: this._closeReason, error: this._closeError } }));
+      }
+    }, 0);
+  }
+
+  _fail(err) {
+    if (!this._connectDone) return;
+    const done = this._connectDone;
+    this._connectDone = null;
+    this._shutdown(err.code, err);
+    done.reject(err);
+  }
+
+  _onInternalError(e) {
+    // Operations cut short by close() fail; that is not news.
+    if (this._closed) return;
+    const err = e instanceof RtcRelayError ? e : new RtcRelayError('internal', e?.message ?? String(e), { cause: e });
+    if (this._connectDone) this._fail(err);
+    else this._emit('error', { code: err.code, message: err.message, fatal: false });
+  }
+
+  _shutdown(reason, error) {
+    if (this._closed) return;
+    this._closed = true;
+    this._closeReason = reason;
+    this._closeError = error;
+    clearTimeout(this._timer);
+    for (const p of this._pings.values()) {
+      clearTimeout(p.timer);
+      p.reject(new RtcRelayError('closed', 'client closed'));
+    }
+    this._pings.clear();
+    for (const label of CHANNELS) {
+      const dc = this._channels[label];
+      if (dc) {
+        dc.onclose = null;
+        dc.onmessage = null;
+      }
+    }
+    if (this._pc) {
+      this._pc.onicecandidate = null;
+      try {
+        this._pc.close();
+      } catch {
+        // Already closed.
+      }
+    }
+    if (this._ws) {
+      this._ws.onclose = null;
+      this._ws.onmessage = null;
+      // Queued messages (e.g. "leave") are sent before the close frame.
+      if (this._ws.readyState === WebSocket.OPEN || this._ws.readyState === WebSocket.CONNECTING) {
+        this._ws.close(1000, reason.slice(0, 100));
+      }
+    }
+    this._setState('closed');
+    // Before the early-event flush, the flush reports the close instead.
+    if (this._live) this.dispatchEvent(new CustomEvent('close', { detail: { reason, error } }));
+  }
+}
+
+export default RtcRelay;
