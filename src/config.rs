@@ -251,6 +251,13 @@ impl Config {
                 self.relay.realtime_buffer_bytes
             ));
         }
+        if self.relay.listen.ip().is_unspecified() && self.relay.public_addr.is_none() {
+            problems.push(format!(
+                "key `relay.public_addr`: required when relay.listen is a wildcard address ({}), \
+                 since clients need one address they can reach",
+                self.relay.listen
+            ));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -324,6 +331,10 @@ mod tests {
         assert!(e.contains("`rooms.default_capacity`"), "{e}");
         let e = load_toml("[signaling]\nice_servers = [{ urls = [\"http://x\"] }]\n").unwrap_err();
         assert!(e.contains("`signaling.ice_servers[0].urls`"), "{e}");
+        let e = load_toml("[relay]\nlisten = \"0.0.0.0:3480\"\n").unwrap_err();
+        assert!(e.contains("`relay.public_addr`"), "{e}");
+        load_toml("[relay]\nlisten = \"0.0.0.0:3480\"\npublic_addr = \"203.0.113.7:3480\"\n")
+            .expect("a wildcard listen with a public address is fine");
         let e = load_toml("[http\n").unwrap_err();
         assert!(e.contains("TOML"), "{e}");
     }
