@@ -3,6 +3,9 @@
 //! `scripts/bench-connect` (`cargo bench --bench connect`); prints a markdown
 //! table for docs/benchmarks.md.
 //!
+//! Client and server share the machine: on a busy one (parallel builds) the
+//! tails grow. Set `BENCH_LOG` (a tracing filter) to trace the client.
+//!
 //! Measured:
 //! - join: `Client::connect`, from the WebSocket dial to both DataChannels
 //!   open and the server's `ready`; 100 one after the other, then 50 at once.
@@ -34,6 +37,11 @@ struct Row {
 }
 
 fn main() {
+    // e.g. BENCH_LOG=rtcrelay_client=debug,rtc=info to see where a join's
+    // time goes (client side; the server logs per RTCRELAY_LOG).
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -193,6 +193,7 @@ async fn relay_room_members_hear_each_other_and_only_each_other() {
         pace().await;
     }
     let got = collect_realtime(&mut bob, alice.peer_id(), false, N).await;
+    eprintln!("realtime alice→bob: {}/{N} delivered", got.len());
     assert!(got.iter().all(|p| sent.contains(p)), "only what alice sent");
     assert!(
         got.len() >= 90,
@@ -209,6 +210,7 @@ async fn relay_room_members_hear_each_other_and_only_each_other() {
         pace().await;
     }
     let got = collect_realtime(&mut alice, bob.peer_id(), true, N).await;
+    eprintln!("realtime bob→alice: {}/{N} delivered", got.len());
     assert!(got.iter().all(|p| sent.contains(p)), "only what bob sent");
     assert!(
         got.len() >= 90,

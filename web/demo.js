@@ -152,6 +152,7 @@ async function join(name = els.name.value.trim(), room = els.room.value.trim()) 
   els.serverChannels.textContent = rt
     ? `realtime ordered=${rt.ordered} maxRetransmits=${rt.max_retransmits ?? '–'}`
     : '–';
+  els.serverChannels.title = JSON.stringify(client.serverChannels);
   renderRoster();
   system(`joined room ${client.room} as #${client.peerId}`);
 
@@ -198,6 +199,8 @@ function teardown(state) {
   els.sigRtt.textContent = '–';
   els.rtcRtt.textContent = '–';
   els.connectionState.textContent = '–';
+  els.serverChannels.textContent = '–';
+  els.serverChannels.title = '';
   renderRoster();
 }
 

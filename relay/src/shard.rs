@@ -214,12 +214,20 @@ impl Shard {
                 Some(None) => stop = true,
                 None => {}
             }
+            // str0m wants its output drained after every input: its DTLS
+            // layer keeps at most 30 unprocessed records per peer, so feeding
+            // a burst of datagrams before polling would drop records. Only
+            // the sending to the socket is batched.
+            self.process();
             for _ in 0..INBOX_BATCH {
                 if stop {
                     break;
                 }
                 match inbox.try_recv() {
-                    Ok(m) => stop = self.handle(m),
+                    Ok(m) => {
+                        stop = self.handle(m);
+                        self.process();
+                    }
                     Err(_) => break,
                 }
             }

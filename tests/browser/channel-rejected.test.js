@@ -3,7 +3,7 @@
 // and never "ready"; the WebSocket stays usable (the error is not fatal).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser } from './helpers.js';
+import { startServer, launchBrowser, TEST_TIMEOUT_MS } from './helpers.js';
 
 let server;
 let browser;
@@ -97,7 +97,7 @@ const cases = [
 ];
 
 for (const [i, c] of cases.entries()) {
-  test(`channel_rejected: ${c.what}`, async () => {
+  test(`channel_rejected: ${c.what}`, { timeout: TEST_TIMEOUT_MS }, async () => {
     const page = await browser.newPage();
     // Same origin as the signaling endpoint, as a real page would be.
     await page.goto(server.demoUrl);
@@ -113,7 +113,7 @@ for (const [i, c] of cases.entries()) {
   });
 }
 
-test('channel_rejected: an unknown label next to the right ones', async () => {
+test('channel_rejected: an unknown label next to the right ones', { timeout: TEST_TIMEOUT_MS }, async () => {
   const page = await browser.newPage();
   await page.goto(server.demoUrl);
   const result = await rawSession(page, server.wsUrl, 'rejected-extra', [

@@ -2,7 +2,8 @@
 // file, on ephemeral ports) and a headless system Chromium.
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
+import { basename } from 'node:path';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,6 +45,11 @@ export async function startServer(extraArgs = []) {
     env: { ...process.env, RTCRELAY_LOG: process.env.RTCRELAY_LOG ?? 'info' },
   });
   let stderr = '';
+  // RTCRELAY_TEST_LOG_DIR=dir keeps each server's whole stderr, for digging.
+  if (process.env.RTCRELAY_TEST_LOG_DIR) {
+    const file = join(process.env.RTCRELAY_TEST_LOG_DIR, `server-${basename(process.argv[1] ?? 'test')}-${proc.pid}.log`);
+    proc.stderr.pipe(createWriteStream(file));
+  }
   proc.stderr.setEncoding('utf8');
   proc.stderr.on('data', (chunk) => {
     // Keep the tail only: it is printed when a test fails.
@@ -151,3 +157,6 @@ export async function joinViaUi(page, demoUrl, { name, room }) {
   if (!state.startsWith('open')) throw new Error(`${name} could not join ${room}: ${state}`);
   return page.evaluate(() => window.rtcrelayDemo.client.peerId);
 }
+
+/** Upper bound for one browser test, so a hang fails instead of stalling CI. */
+export const TEST_TIMEOUT_MS = 120_000;

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { startServer, launchBrowser, waitFor, joinViaUi } from './helpers.js';
+import { startServer, launchBrowser, waitFor, joinViaUi, TEST_TIMEOUT_MS } from './helpers.js';
 
 const ECHO_BIN = process.env.RTCRELAY_ECHO_BIN
   ?? fileURLToPath(new URL('../../target/debug/examples/echo', import.meta.url));
@@ -24,7 +24,7 @@ before(async () => {
 });
 
 after(async () => {
-  echo?.kill('SIGKILL');
+  echo?.proc.kill('SIGKILL');
   await browser?.close();
   await server?.stop();
 });
@@ -53,7 +53,7 @@ async function startEcho(wsUrl, room, name) {
 const received = (page, from, channel) =>
   page.evaluate(({ from, channel }) => window.rtcrelayDemo.received.filter((m) => m.from === from && m.channel === channel), { from, channel });
 
-test('a browser and the Rust client exchange messages on both channels', async (t) => {
+test('a browser and the Rust client exchange messages on both channels', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   if (!existsSync(ECHO_BIN)) {
     t.skip(`Rust echo client not built (${ECHO_BIN}): cargo build -p rtcrelay-client --example echo`);
     return;
@@ -100,6 +100,7 @@ test('a browser and the Rust client exchange messages on both channels', async (
       count = now;
       return settled && now > 0;
     }, { intervalMs: 500, message: 'realtime echoes settle' });
+    t.diagnostic(`realtime round trips: ${count}/${R}`);
     assert.ok(count >= R * 0.5, `${count}/${R} realtime echoes${logs()}`);
     const rt = await received(page, echo.peerId, 'realtime');
     assert.ok(rt.every((m) => /^echo:rt-\d+$/.test(m.data)));

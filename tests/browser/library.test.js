@@ -24,7 +24,12 @@ class FakeWebSocket {
 
   close(code, reason) {
     this.closedWith = { code, reason };
-    this.readyState = FakeWebSocket.CLOSED;
+    this.readyState = FakeWebSocket.CLOSING;
+    // The close handshake completes later, as with a real server.
+    setTimeout(() => {
+      this.readyState = FakeWebSocket.CLOSED;
+      this.onclose?.({ code: code ?? 1005, reason: reason ?? '' });
+    }, 5);
   }
 
   // Server side of the script.
@@ -283,7 +288,7 @@ test('a server error while connecting rejects with its code', async () => {
   ws.open();
   ws.push({ type: 'error', code: 'room_full', message: 'room r1 is full (4/4)', fatal: false });
   await assert.rejects(promise, (e) => e instanceof RtcRelayError && e.code === 'room_full' && /full/.test(e.message));
-  assert.equal(ws.readyState, FakeWebSocket.CLOSED);
+  assert.notEqual(ws.readyState, FakeWebSocket.OPEN);
 });
 
 test('channel_rejected while connecting beats the channel close', async () => {
@@ -348,9 +353,14 @@ test('leave sends leave, then closes', async () => {
   await tick();
   client.leave();
   assert.deepEqual(ws.sent.at(-1), { type: 'leave' });
+  assert.equal(client.state, 'closed');
+  // The peer connection outlives the WebSocket close handshake, so the
+  // server sees "leave" and the close before any DTLS close.
+  assert.equal(ws.readyState, FakeWebSocket.CLOSING);
+  assert.notEqual(pc.connectionState, 'closed');
+  await new Promise((r) => setTimeout(r, 20));
   assert.equal(ws.readyState, FakeWebSocket.CLOSED);
   assert.equal(pc.connectionState, 'closed');
-  assert.equal(client.state, 'closed');
   client.leave();
   client.close();
 });
@@ -358,4 +368,18 @@ test('leave sends leave, then closes', async () => {
 test('connect times out', async () => {
   const p = RtcRelay.connect({ url: 'ws://server/ws', room: 'r1', name: 'ada', timeoutMs: 20 });
   await assert.rejects(p, { code: 'timeout' });
+});
+
+test('a closed channel waits for the server\'s peer_left before closing', async () => {
+  const { client, ws, pc } = await connected();
+  await tick();
+  const closes = [];
+  client.on('close', (c) => closes.push(c.reason));
+  pc.channels[0].onclose();
+  pc.channels[1].onclose();
+  await tick();
+  assert.equal(client.state, 'open', 'still open during the grace period');
+  ws.push({ type: 'peer_left', peer_id: 7, reason: 'disconnected' });
+  await tick();
+  assert.deepEqual(closes, ['disconnected']);
 });

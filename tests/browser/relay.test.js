@@ -3,7 +3,7 @@
 // ratio over paced sends, never as "all arrived" (it is unreliable by design).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, waitFor, joinViaUi } from './helpers.js';
+import { startServer, launchBrowser, waitFor, joinViaUi, TEST_TIMEOUT_MS } from './helpers.js';
 
 let server;
 let browser;
@@ -48,7 +48,7 @@ const sendPaced = (page, channel, prefix, count, gapMs) =>
     { channel, prefix, count, gapMs },
   );
 
-test('two pages in one relay room talk on both channels', withLogs(async () => {
+test('two pages in one relay room talk on both channels', { timeout: TEST_TIMEOUT_MS }, withLogs(async (t) => {
   const room = 'relay-two-pages';
   const alice = await browser.newPage();
   const bob = await browser.newPage();
@@ -78,6 +78,7 @@ test('two pages in one relay room talk on both channels', withLogs(async () => {
   // The stats line fills in: signaling RTT always, WebRTC RTT from getStats.
   await waitFor(async () => /ms$/.test(await alice.textContent('#sig-rtt')), { message: 'signaling RTT shown' });
   const rtt = await alice.evaluate(async () => ({ sig: await window.rtcrelayDemo.client.ping(), rtc: await window.rtcrelayDemo.client.rtt() }));
+  t.diagnostic(`signaling RTT ${rtt.sig.toFixed(2)} ms, WebRTC RTT ${rtt.rtc === null ? 'n/a' : `${rtt.rtc.toFixed(2)} ms`}`);
   assert.ok(rtt.sig >= 0, `signaling rtt ${rtt.sig}`);
   assert.ok(rtt.rtc === null || rtt.rtc >= 0, `webrtc rtt ${rtt.rtc}`);
 
@@ -117,6 +118,24 @@ test('two pages in one relay room talk on both channels', withLogs(async () => {
   const bin = await waitFor(async () => (await received(alice, { channel: 'control', from: bobId })).find((m) => Array.isArray(m.data)), { message: 'binary control' });
   assert.deepEqual(bin.data, [0, 1, 2, 254, 255]);
 
+  // Size limits: the largest control payload arrives whole; one byte more,
+  // sent past the library's check on the raw channel, is dropped by the
+  // server and the session goes on.
+  const sizes = await bob.evaluate(() => {
+    const { client } = window.rtcrelayDemo;
+    const max = new Uint8Array(16384 - 6).fill(7);
+    max[0] = 1;
+    client.send('control', max);
+    const over = new Uint8Array(16384 - 6 + 1).fill(8);
+    over[0] = 2;
+    client.channel('control').send(over);
+    client.send('control', 'after-oversize');
+    return { max: max.length, over: over.length };
+  });
+  await waitFor(async () => (await received(alice, { channel: 'control', from: bobId })).some((m) => m.data === 'after-oversize'), { message: 'message after the oversized one' });
+  const big = (await received(alice, { channel: 'control', from: bobId })).filter((m) => Array.isArray(m.data) && m.data.length > 1000);
+  assert.deepEqual(big.map((m) => [m.data[0], m.data.length]), [[1, sizes.max]], 'max-size arrives, oversize is dropped');
+
   // Realtime, paced, both ways: most messages arrive (loss is allowed).
   const R = 100;
   const [qa, qb] = await Promise.all([sendPaced(alice, 'realtime', 'a-r-', R, 10), sendPaced(bob, 'realtime', 'b-r-', R, 10)]);
@@ -130,6 +149,7 @@ test('two pages in one relay room talk on both channels', withLogs(async () => {
       count = now;
       return settled && now > 0;
     }, { intervalMs: 500, message: `realtime ${prefix} settles` });
+    t.diagnostic(`realtime ${prefix}: ${count}/${R} arrived`);
     assert.ok(count >= R * 0.5, `${prefix}: ${count}/${R} realtime messages arrived`);
     const msgs = (await received(page, { channel: 'realtime', from })).filter((m) => m.data.startsWith?.(prefix));
     assert.equal(new Set(msgs.map((m) => m.data)).size, msgs.length, 'no duplicates');
@@ -148,6 +168,17 @@ test('two pages in one relay room talk on both channels', withLogs(async () => {
   const floats = await bob.evaluate((bytes) => Array.from(new Float32Array(new Uint8Array(bytes).buffer)), gotBinary.data);
   assert.deepEqual(floats, [1.5, -2.25]);
 
+  // The largest realtime payload (1200 bytes with the relay header) arrives.
+  let gotMaxRealtime = null;
+  for (let attempt = 0; attempt < 10 && !gotMaxRealtime; attempt++) {
+    await alice.evaluate(() => window.rtcrelayDemo.send('realtime', new Uint8Array(1200 - 6).fill(9)));
+    gotMaxRealtime = await waitFor(
+      async () => (await received(bob, { channel: 'realtime', from: aliceId })).find((m) => Array.isArray(m.data) && m.data.length === 1194),
+      { timeoutMs: 1000, message: 'max-size realtime' },
+    ).catch(() => null);
+  }
+  assert.ok(gotMaxRealtime, 'bob received a 1194-byte realtime message');
+
   // Nobody gets their own messages back.
   assert.equal((await received(alice, { from: aliceId })).length, 0);
   assert.equal((await received(bob, { from: bobId })).length, 0);
@@ -163,11 +194,18 @@ test('two pages in one relay room talk on both channels', withLogs(async () => {
   assert.deepEqual(left, { peerId: bobId, name: 'bob', reason: 'left' });
   assert.equal(await alice.evaluate((id) => window.rtcrelayDemo.client.roster.has(id), bobId), false);
 
+  // And joins again from the same page: a new peer id, and alice hears it.
+  await bob.click('#join');
+  await bob.waitForFunction(() => document.getElementById('state').dataset.state === 'open');
+  const bobId2 = await bob.evaluate(() => window.rtcrelayDemo.client.peerId);
+  assert.notEqual(bobId2, bobId);
+  await waitFor(() => alice.evaluate((id) => window.rtcrelayDemo.client.roster.get(id)?.name === 'bob', bobId2), { message: 'alice sees bob again' });
+
   await alice.close();
   await bob.close();
 }));
 
-test('connect() rejects with the server\'s error code', withLogs(async () => {
+test('connect() rejects with the server\'s error code', { timeout: TEST_TIMEOUT_MS }, withLogs(async () => {
   const page = await browser.newPage();
   await page.goto(server.demoUrl);
   await page.waitForSelector('body[data-ready="true"]');
@@ -186,7 +224,7 @@ test('connect() rejects with the server\'s error code', withLogs(async () => {
   await page.close();
 }));
 
-test('a full room refuses the next member; sizes are checked client-side', withLogs(async () => {
+test('a full room refuses the next member; sizes are checked client-side', { timeout: TEST_TIMEOUT_MS }, withLogs(async () => {
   const page = await browser.newPage();
   await page.goto(server.demoUrl);
   await page.waitForSelector('body[data-ready="true"]');
@@ -226,4 +264,32 @@ test('a full room refuses the next member; sizes are checked client-side', withL
   assert.deepEqual(result.rosterSizes, Array(result.capacity).fill(result.capacity - 1));
   assert.ok(result.states.every((s) => s === 'closed'));
   await page.close();
+}));
+
+test('a member whose WebRTC session dies leaves with reason "disconnected"', { timeout: TEST_TIMEOUT_MS }, withLogs(async () => {
+  const room = 'relay-disconnect';
+  const alice = await browser.newPage();
+  const bob = await browser.newPage();
+  await joinViaUi(alice, server.demoUrl, { name: 'alice', room });
+  const bobId = await joinViaUi(bob, server.demoUrl, { name: 'bob', room });
+  await waitFor(() => alice.evaluate((id) => window.rtcrelayDemo.client.roster.has(id), bobId), { message: 'alice sees bob' });
+  await alice.evaluate(() => {
+    window.__left = [];
+    window.rtcrelayDemo.client.on('peerleft', (p) => window.__left.push(p));
+  });
+  // Kill only bob's WebRTC session; his signaling socket is still open
+  // when the server notices, so this is a "disconnected", not a "left".
+  await bob.evaluate(() => {
+    window.__closed = [];
+    const { client } = window.rtcrelayDemo;
+    client.on('close', (c) => window.__closed.push(c.reason));
+    client.peerConnection.close();
+  });
+  const left = await waitFor(() => alice.evaluate(() => window.__left[0]), { message: 'alice sees bob go' });
+  assert.deepEqual(left, { peerId: bobId, name: 'bob', reason: 'disconnected' });
+  const closed = await waitFor(() => bob.evaluate(() => window.__closed[0]), { message: 'bob\'s client closes' });
+  assert.ok(['channel_closed', 'disconnected'].includes(closed), closed);
+  await waitFor(async () => (await bob.$eval('#state', (el) => el.dataset.state)) === 'closed', { message: 'bob\'s page shows closed' });
+  await alice.close();
+  await bob.close();
 }));

@@ -25,6 +25,10 @@ const FLAG_TEXT = 0x01;
 // An unreliable lane is for fresh data: once this much is queued in the
 // browser, newer messages are worth more than the backlog, so send() drops.
 const REALTIME_MAX_BUFFERED = 64 * 1024;
+// How long a closed DataChannel waits for the server to explain, and how
+// long close() keeps the peer connection while the WebSocket closes.
+const CHANNEL_CLOSE_GRACE_MS = 2000;
+const PC_CLOSE_LINGER_MS = 1000;
 // Events raised before connect() resolves are held this many at most, so a
 // chatty room cannot grow memory while the caller is still awaiting.
 const MAX_EARLY_EVENTS = 1024;
@@ -418,12 +422,14 @@ export class RtcRelay extends EventTarget {
       dc.onmessage = (event) => this._onChannelMessage(label, event.data);
       dc.onclose = () => {
         const why = `DataChannel ${label} closed`;
+        // The server's account (channel_rejected, or peer_left for this
+        // client) is usually on its way over the WebSocket: give it a moment
+        // to arrive first, so the reason reported is the real one and the
+        // room hears "disconnected".
         if (this._connectDone) {
-          // The server's reason (e.g. channel_rejected) may still be on its
-          // way over the WebSocket; give it a moment to win.
-          setTimeout(() => this._fail(new RtcRelayError('channel_closed', why)), 1000);
+          setTimeout(() => this._fail(new RtcRelayError('channel_closed', why)), CHANNEL_CLOSE_GRACE_MS);
         } else {
-          this._shutdown('channel_closed', null);
+          this._channelCloseTimer ??= setTimeout(() => this._shutdown('channel_closed', null), CHANNEL_CLOSE_GRACE_MS);
         }
       };
     }
@@ -543,21 +549,39 @@ export class RtcRelay extends EventTarget {
         dc.onmessage = null;
       }
     }
-    if (this._pc) {
-      this._pc.onicecandidate = null;
+    clearTimeout(this._channelCloseTimer);
+    const pc = this._pc;
+    const closePc = () => {
       try {
-        this._pc.close();
+        pc?.close();
       } catch {
         // Already closed.
       }
+    };
+    if (pc) {
+      pc.onicecandidate = null;
+      pc.onconnectionstatechange = null;
     }
-    if (this._ws) {
-      this._ws.onclose = null;
-      this._ws.onmessage = null;
-      // Queued messages (e.g. "leave") are sent before the close frame.
-      if (this._ws.readyState === WebSocket.OPEN || this._ws.readyState === WebSocket.CONNECTING) {
-        this._ws.close(1000, reason.slice(0, 100));
+    const ws = this._ws;
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      ws.onmessage = null;
+      // Close the WebRTC session only once the server has the WebSocket
+      // close, which comes after anything queued (e.g. "leave"): a DTLS close
+      // overtaking them would make the server report "disconnected" to the
+      // room instead of "left". The server ends the session itself anyway.
+      const timer = setTimeout(closePc, PC_CLOSE_LINGER_MS);
+      ws.onclose = () => {
+        clearTimeout(timer);
+        closePc();
+      };
+      ws.close(1000, reason.slice(0, 100));
+    } else {
+      if (ws) {
+        ws.onclose = null;
+        ws.onmessage = null;
+        if (ws.readyState === WebSocket.CONNECTING) ws.close();
       }
+      closePc();
     }
     this._setState('closed');
     // Before the early-event flush, the flush reports the close instead.
