@@ -73,6 +73,8 @@ async fn bad_input_is_refused_and_others_are_unharmed() {
     // Non-fatal errors leave the connection usable.
     ws.send_text(r#"{"type":"ping","id":42}"#).await;
     assert_eq!(ws.expect("pong").await["id"], 42);
+    // ... and it ends with a proper closing handshake, not a reset.
+    assert_eq!(ws.close_handshake().await, Some(1000));
 
     // A full room.
     let mut first = RawWs::connect(&server).await;

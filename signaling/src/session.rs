@@ -86,6 +86,9 @@ struct Membership {
 enum Flow {
     Continue,
     Close(u16, &'static str),
+    /// The client sent a Close frame; the WebSocket layer has queued the
+    /// reply, which only needs flushing.
+    ClosedByClient,
 }
 
 struct Session {
@@ -135,8 +138,10 @@ impl Session {
                 Some(event) = next_event(&mut self.membership) => self.on_session_event(event).await,
                 _ = shutdown.changed() => Flow::Close(CLOSE_GOING_AWAY, "server shutting down"),
             };
-            if let Flow::Close(code, reason) = flow {
-                break Some((code, reason));
+            match flow {
+                Flow::Continue => {}
+                Flow::Close(code, reason) => break Some((code, reason)),
+                Flow::ClosedByClient => break None,
             }
         };
         if let Some((code, reason)) = flow {
@@ -146,6 +151,9 @@ impl Session {
             };
             let _ = self.socket.send(Message::Close(Some(frame))).await;
         }
+        // Completes the closing handshake (flushes the reply to a client's
+        // Close) instead of resetting the connection.
+        let _ = futures_util::SinkExt::close(&mut self.socket).await;
         self.leave_room(LeaveReason::Left).await;
         self.state.outboxes.remove(self.peer);
         self.state.metrics.connections.dec();
@@ -162,7 +170,7 @@ impl Session {
                         "binary WebSocket messages are not part of the protocol; send JSON text",
                     )
                     .await,
-                Message::Close(_) => return Flow::Close(1000, "bye"),
+                Message::Close(_) => return Flow::ClosedByClient,
                 Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
             };
         self.state.metrics.messages_in.inc();
@@ -304,8 +312,9 @@ impl Session {
             m.webrtc = Some(rx);
         }
         let mid = first_mid(&answer.sdp);
-        if let Flow::Close(c, r) = self.send(&ServerMessage::Answer { sdp: answer.sdp }).await {
-            return Flow::Close(c, r);
+        if let flow @ Flow::Close(..) = self.send(&ServerMessage::Answer { sdp: answer.sdp }).await
+        {
+            return flow;
         }
         // Also trickled, for clients that add candidates only this way.
         for candidate in answer.candidates.into_iter().chain([String::new()]) {
@@ -313,8 +322,8 @@ impl Session {
                 candidate,
                 mid: mid.clone(),
             };
-            if let Flow::Close(c, r) = self.send(&msg).await {
-                return Flow::Close(c, r);
+            if let flow @ Flow::Close(..) = self.send(&msg).await {
+                return flow;
             }
         }
         Flow::Continue

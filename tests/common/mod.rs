@@ -215,6 +215,23 @@ impl RawWs {
         msg
     }
 
+    /// Sends a Close frame (1000) and returns the server's reply: `Some(code)`
+    /// for a completed closing handshake, `None` for a dropped connection.
+    pub async fn close_handshake(&mut self) -> Option<u16> {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+        self.0
+            .send(tokio_tungstenite::tungstenite::Message::Close(Some(
+                CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: "bye".into(),
+                },
+            )))
+            .await
+            .expect("send close");
+        self.next().await.expect_err("no message after Close")
+    }
+
     pub async fn join(&mut self, room: &str, capacity: Option<usize>) -> serde_json::Value {
         let mut join = serde_json::json!({
             "type": "join", "version": 1, "room": room, "kind": "relay", "name": "raw",
