@@ -173,6 +173,19 @@ fn end(ending: &mut Vec<PeerId>, id: PeerId, peer: &mut Peer, how: End) {
     }
 }
 
+/// Hands one input to `peer`; false when it refused it. A refusal is
+/// harmless unless it killed the `Rtc`, which ends the session.
+fn feed(ending: &mut Vec<PeerId>, id: PeerId, peer: &mut Peer, input: Input) -> bool {
+    let Err(e) = peer.rtc.handle_input(input) else {
+        return true;
+    };
+    debug!(peer = %id, error = %e, "input refused by the peer");
+    if !peer.rtc.is_alive() {
+        end(ending, id, peer, closed(format!("WebRTC error: {e}")));
+    }
+    false
+}
+
 fn closed(reason: impl Into<String>) -> End {
     End::Report(SessionEvent::Closed {
         reason: reason.into(),
@@ -334,20 +347,12 @@ impl Shard {
                 peer.verified.push(d.source);
             }
         }
-        if let Err(e) = peer.rtc.handle_input(input) {
-            debug!(peer = %id, source = %d.source, error = %e, "datagram refused by the peer");
+        if !feed(&mut self.ending, id, peer, input) {
             drop_datagram(metrics, "peer_error");
-            if !peer.rtc.is_alive() {
-                end(
-                    &mut self.ending,
-                    id,
-                    peer,
-                    closed(format!("WebRTC error: {e}")),
-                );
-                return;
-            }
         }
-        mark(&mut self.dirty, id, peer);
+        if peer.end.is_none() {
+            mark(&mut self.dirty, id, peer);
+        }
     }
 
     /// Feeds a timeout to the peers whose deadline passed.
@@ -377,19 +382,10 @@ impl Shard {
                 end(&mut self.ending, id, peer, closed(reason));
                 continue;
             }
-            if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
-                debug!(peer = %id, error = %e, "timeout handling failed");
-                if !peer.rtc.is_alive() {
-                    end(
-                        &mut self.ending,
-                        id,
-                        peer,
-                        closed(format!("WebRTC error: {e}")),
-                    );
-                    continue;
-                }
+            feed(&mut self.ending, id, peer, Input::Timeout(now));
+            if peer.end.is_none() {
+                mark(&mut self.dirty, id, peer);
             }
-            mark(&mut self.dirty, id, peer);
         }
         self.expired = expired;
     }
