@@ -51,7 +51,7 @@ pub struct Relay {
 impl Relay {
     /// Binds the UDP socket and starts the receive loop and the shards.
     pub async fn start(config: RelayConfig, metrics: RelayMetrics) -> io::Result<Relay> {
-        let socket = Arc::new(UdpSocket::bind(config.listen).await?);
+        let socket = Arc::new(bind_udp(config.listen)?);
         let local_addr = socket.local_addr()?;
         let (candidate_addrs, destination) = advertised(local_addr, config.public_addr)?;
         let candidates = candidate_addrs
@@ -187,6 +187,27 @@ fn advertised(
 }
 
 /// All members of a room share a shard.
+/// Socket buffer asked of the kernel for the one UDP socket (it grants at
+/// most `net.core.rmem_max` / `wmem_max`). Every peer shares this socket, so a
+/// burst from many peers must not overflow Linux's default of about 200 KiB.
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer still works, it only drops sooner.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    info!(
+        recv_buffer = socket.recv_buffer_size().unwrap_or(0),
+        send_buffer = socket.send_buffer_size().unwrap_or(0),
+        "relay UDP socket buffers (bytes)"
+    );
+    UdpSocket::from_std(socket.into())
+}
+
 fn shard_for(room: &RoomId, shards: usize) -> usize {
     let mut h = DefaultHasher::new();
     room.hash(&mut h);
