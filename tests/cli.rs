@@ -36,6 +36,24 @@ fn broken_config_exits_nonzero_naming_the_key() {
 }
 
 #[test]
+fn environment_variables_are_a_config_layer() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rtcrelay"))
+        .args([
+            "serve",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--relay-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RTCRELAY_ROOMS__DEFAULT_CAPACITY", "0")
+        .output()
+        .expect("run rtcrelay");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(err.contains("`rooms.default_capacity`"), "stderr: {err}");
+}
+
+#[test]
 fn serves_health_metrics_and_the_demo_then_stops_on_sigterm() {
     let mut server = common::TestServer::start();
     let (status, body) = server.get("/healthz");

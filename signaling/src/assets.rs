@@ -1,6 +1,6 @@
-//! The browser library and demo page. Embedded at build time in release
-//! builds, so a copied binary serves them on its own; debug builds read
-//! `web/` from disk so the page can be edited without rebuilding.
+//! The browser library and demo page, embedded at build time in every build
+//! (rust-embed's `debug-embed`), so a copied binary serves them on its own.
+//! Editing `web/` therefore needs a rebuild to show.
 
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
