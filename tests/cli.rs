@@ -37,7 +37,7 @@ fn broken_config_exits_nonzero_naming_the_key() {
 
 #[test]
 fn environment_variables_are_a_config_layer() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rtcrelay"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rtcrelay"))
         .args([
             "serve",
             "--http-listen",
@@ -46,8 +46,20 @@ fn environment_variables_are_a_config_layer() {
             "127.0.0.1:0",
         ])
         .env("RTCRELAY_ROOMS__DEFAULT_CAPACITY", "0")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run rtcrelay");
+    // Were the variable ignored, the server would start and keep running.
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("rtcrelay started: RTCRELAY_ROOMS__DEFAULT_CAPACITY was ignored");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("collect output");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {err}");
     assert!(err.contains("`rooms.default_capacity`"), "stderr: {err}");
