@@ -13,6 +13,7 @@ use rtcrelay_protocol::limits::MAX_CONTROL_MESSAGE_BYTES;
 use rtcrelay_protocol::signaling::is_mdns_candidate;
 use rtcrelay_protocol::{PeerId, RoomId, RoomKind};
 use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -52,6 +53,9 @@ impl Relay {
     /// Binds the UDP socket and starts the receive loop and the shards.
     pub async fn start(config: RelayConfig, metrics: RelayMetrics) -> io::Result<Relay> {
         let socket = Arc::new(bind_udp(config.listen)?);
+        let dtls_cert = tokio::task::spawn_blocking(generate_dtls_cert)
+            .await
+            .map_err(io::Error::other)??;
         let local_addr = socket.local_addr()?;
         let (candidate_addrs, destination) = advertised(local_addr, config.public_addr)?;
         let candidates = candidate_addrs
@@ -101,6 +105,7 @@ impl Relay {
             shards: senders,
             routes,
             candidates,
+            dtls_cert,
             sctp_buffer: sctp_buffer(&config),
             metrics,
             shutting_down: AtomicBool::new(false),
@@ -187,6 +192,19 @@ fn advertised(
 }
 
 /// All members of a room share a shard.
+/// The server's DTLS certificate, one for the whole process; its fingerprint
+/// goes in every answer, which signaling delivers. Generating one per session
+/// cost about 2 ms of CPU per join, and the first generation also pays the
+/// crypto library's one-time setup (about 50 ms), which belongs at startup,
+/// not in the first player's join. Every handshake still uses fresh ECDHE
+/// keys, so sessions keep forward secrecy.
+fn generate_dtls_cert() -> io::Result<DtlsCert> {
+    str0m::crypto::from_feature_flags()
+        .dtls_provider
+        .generate_certificate()
+        .ok_or_else(|| io::Error::other("cannot generate the DTLS certificate"))
+}
+
 /// Socket buffer asked of the kernel for the one UDP socket (it grants at
 /// most `net.core.rmem_max` / `wmem_max`). Every peer shares this socket, so a
 /// burst from many peers must not overflow Linux's default of about 200 KiB.
@@ -275,6 +293,7 @@ struct Host {
     shards: Vec<mpsc::Sender<ShardMsg>>,
     routes: Arc<Mutex<Routes>>,
     candidates: Vec<Candidate>,
+    dtls_cert: DtlsCert,
     sctp_buffer: usize,
     metrics: RelayMetrics,
     shutting_down: AtomicBool,
@@ -302,6 +321,7 @@ impl Host {
 fn accept_offer(
     offer_sdp: &str,
     candidates: &[Candidate],
+    dtls_cert: &DtlsCert,
     sctp_buffer: usize,
 ) -> Result<(Rtc, String, SessionAnswer), SessionError> {
     let offer = SdpOffer::from_sdp_string(offer_sdp)
@@ -321,6 +341,7 @@ fn accept_offer(
     let mut rtc = RtcConfig::new()
         .set_ice_lite(true)
         .set_local_ice_credentials(creds)
+        .set_dtls_cert(dtls_cert.clone())
         .set_sctp_max_buffered_amount(sctp_buffer)
         // Announced in the answer (a=max-message-size): clients refuse to send
         // bigger messages, and the relay never buffers one.
@@ -371,12 +392,14 @@ impl SessionHost for Host {
             lock(&self.routes).remove(peer, Some(session));
         };
 
-        // Certificate generation and SDP work: keep it off the async workers.
+        // SDP parsing and answer building: keep them off the async workers.
         let candidates = self.candidates.clone();
+        let dtls_cert = self.dtls_cert.clone();
         let sctp_buffer = self.sctp_buffer;
-        let accepted =
-            tokio::task::spawn_blocking(move || accept_offer(&offer_sdp, &candidates, sctp_buffer))
-                .await;
+        let accepted = tokio::task::spawn_blocking(move || {
+            accept_offer(&offer_sdp, &candidates, &dtls_cert, sctp_buffer)
+        })
+        .await;
         let (rtc, ufrag, answer) = match accepted {
             Ok(Ok(ok)) => ok,
             Ok(Err(e)) => {
@@ -504,7 +527,8 @@ mod tests {
 
     #[test]
     fn bad_offers_are_bad_sdp() {
-        let err = accept_offer("not sdp", &[], 1024).unwrap_err();
+        let cert = generate_dtls_cert().unwrap();
+        let err = accept_offer("not sdp", &[], &cert, 1024).unwrap_err();
         assert!(
             matches!(err, SessionError::BadSdp(ref m) if m.starts_with("cannot parse")),
             "{err}"

@@ -26,7 +26,11 @@ impl TestServer {
 
     /// Starts `rtcrelay serve` on free ports with `extra` arguments appended.
     pub fn start_with(extra: &[&str]) -> TestServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rtcrelay"))
+        // RTCRELAY_BIN runs another build, e.g. to compare two versions
+        // with the same benchmark.
+        let bin = std::env::var_os("RTCRELAY_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_rtcrelay").into());
+        let mut child = Command::new(bin)
             .args([
                 "serve",
                 "--http-listen",
