@@ -130,18 +130,29 @@ const frame = (sender, text, payload) => {
   return [0x01, text ? 1 : 0, (sender >>> 24) & 255, (sender >>> 16) & 255, (sender >>> 8) & 255, sender & 255, ...bytes];
 };
 
-/** Drives a connect() to "open". Returns { client, ws, pc }. */
-async function connected(options = {}) {
+/** Drives a connect() through welcome and answer (the channels are not open
+ *  yet). Returns { promise, ws, pc }. */
+async function answered({ options = {}, roster = [], iceServers = [], candidates = [] } = {}) {
   const promise = RtcRelay.connect({ url: 'ws://server/ws', room: 'r1', name: 'ada', ...options });
   const ws = FakeWebSocket.last;
   ws.open();
-  ws.push({ type: 'welcome', version: 1, peer_id: 7, room: 'r1', kind: 'relay', capacity: 4, roster: [{ peer_id: 3, name: 'bob' }], ice_servers: [{ urls: ['stun:x'] }] });
+  ws.push({ type: 'welcome', version: 1, peer_id: 7, room: 'r1', kind: 'relay', capacity: 4, roster, ice_servers: iceServers });
   await tick();
   const pc = FakePeerConnection.last;
   ws.push({ type: 'answer', sdp: 'v=0 answer' });
-  ws.push({ type: 'candidate', candidate: 'candidate:1 1 udp 1 127.0.0.1 3480 typ host', mid: '0' });
-  ws.push({ type: 'candidate', candidate: '', mid: '0' });
+  for (const candidate of candidates) ws.push({ type: 'candidate', candidate, mid: '0' });
   await tick();
+  return { promise, ws, pc };
+}
+
+/** Drives a connect() to "open". Returns { client, ws, pc }. */
+async function connected(options = {}) {
+  const { promise, ws, pc } = await answered({
+    options,
+    roster: [{ peer_id: 3, name: 'bob' }],
+    iceServers: [{ urls: ['stun:x'] }],
+    candidates: ['candidate:1 1 udp 1 127.0.0.1 3480 typ host', ''],
+  });
   for (const dc of pc.channels) dc.open();
   ws.push({ type: 'ready', realtime: { ordered: false, max_retransmits: 0 }, control: { ordered: true } });
   const client = await promise;
@@ -211,14 +222,7 @@ test('messages decode from relayed frames; events raised while connecting are de
 });
 
 test('an early message (before connect resolved) reaches a listener added after await', async () => {
-  const promise = RtcRelay.connect({ url: 'ws://server/ws', room: 'r1', name: 'ada' });
-  const ws = FakeWebSocket.last;
-  ws.open();
-  ws.push({ type: 'welcome', version: 1, peer_id: 7, room: 'r1', kind: 'relay', capacity: 4, roster: [], ice_servers: [] });
-  await tick();
-  const pc = FakePeerConnection.last;
-  ws.push({ type: 'answer', sdp: 'v=0' });
-  await tick();
+  const { promise, ws, pc } = await answered();
   for (const dc of pc.channels) dc.open();
   pc.channels[1].deliver(frame(3, true, 'early bird'));
   ws.push({ type: 'ready', realtime: { ordered: false, max_retransmits: 0 }, control: { ordered: true } });
@@ -292,14 +296,7 @@ test('a server error while connecting rejects with its code', async () => {
 });
 
 test('channel_rejected while connecting beats the channel close', async () => {
-  const promise = RtcRelay.connect({ url: 'ws://server/ws', room: 'r1', name: 'ada' });
-  const ws = FakeWebSocket.last;
-  ws.open();
-  ws.push({ type: 'welcome', version: 1, peer_id: 7, room: 'r1', kind: 'relay', capacity: 4, roster: [], ice_servers: [] });
-  await tick();
-  const pc = FakePeerConnection.last;
-  ws.push({ type: 'answer', sdp: 'v=0' });
-  await tick();
+  const { promise, ws, pc } = await answered();
   pc.channels[0].onclose();
   ws.push({ type: 'error', code: 'channel_rejected', message: 'realtime must be unordered', fatal: false });
   await assert.rejects(promise, { code: 'channel_rejected' });
