@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -16,7 +17,7 @@ use rtcrelay_protocol::{
     ClientMessage, ErrorCode, PeerId, RoomId, RoomKind, ServerMessage, PROTOCOL_VERSION,
 };
 use rtcrelay_relay::{SessionError, SessionEvent, SessionRequest};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::metrics::KindLabel;
 use crate::AppState;
@@ -31,13 +32,25 @@ const CLOSE_POLICY: u16 = 1008;
 /// `message_too_large` error first.
 const TRANSPORT_LIMIT_FACTOR: usize = 4;
 
+/// How long the closing handshake may take. A client that stopped reading
+/// never lets it finish; the connection is dropped after this.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A session's outbox, as other sessions see it.
+struct Outbox {
+    tx: mpsc::Sender<ServerMessage>,
+    /// Wakes the session when its outbox overflowed, even while it is stuck
+    /// writing to a socket its client does not read.
+    evicted: Arc<Notify>,
+}
+
 /// Outboxes of all connected sessions, by peer id.
 #[derive(Default)]
-pub(crate) struct Outboxes(Mutex<HashMap<PeerId, mpsc::Sender<ServerMessage>>>);
+pub(crate) struct Outboxes(Mutex<HashMap<PeerId, Outbox>>);
 
 impl Outboxes {
-    fn insert(&self, peer: PeerId, tx: mpsc::Sender<ServerMessage>) {
-        self.lock().insert(peer, tx);
+    fn insert(&self, peer: PeerId, tx: mpsc::Sender<ServerMessage>, evicted: Arc<Notify>) {
+        self.lock().insert(peer, Outbox { tx, evicted });
     }
 
     fn remove(&self, peer: PeerId) {
@@ -49,19 +62,21 @@ impl Outboxes {
     /// silently. Returns false when the peer was dropped.
     fn send(&self, peer: PeerId, msg: ServerMessage) -> bool {
         let mut map = self.lock();
-        let Some(tx) = map.get(&peer) else {
+        let Some(outbox) = map.get(&peer) else {
             return true;
         };
-        match tx.try_send(msg) {
+        match outbox.tx.try_send(msg) {
             Ok(()) => true,
             Err(_) => {
-                map.remove(&peer);
+                if let Some(outbox) = map.remove(&peer) {
+                    outbox.evicted.notify_one();
+                }
                 false
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, mpsc::Sender<ServerMessage>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, Outbox>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -96,6 +111,8 @@ struct Session {
     socket: WebSocket,
     peer: PeerId,
     outbox: mpsc::Receiver<ServerMessage>,
+    /// Notified when other sessions found the outbox full.
+    evicted: Arc<Notify>,
     membership: Option<Membership>,
 }
 
@@ -103,13 +120,15 @@ impl Session {
     fn new(state: Arc<AppState>, socket: WebSocket) -> Session {
         let peer = state.allocate_peer_id();
         let (tx, outbox) = mpsc::channel(state.config.outbound_queue);
-        state.outboxes.insert(peer, tx);
+        let evicted = Arc::new(Notify::new());
+        state.outboxes.insert(peer, tx, evicted.clone());
         state.metrics.connections.inc();
         Session {
             state,
             socket,
             peer,
             outbox,
+            evicted,
             membership: None,
         }
     }
@@ -129,11 +148,7 @@ impl Session {
                 },
                 out = self.outbox.recv() => match out {
                     Some(msg) => self.send(&msg).await,
-                    None => {
-                        self.state.metrics.slow_clients.inc();
-                        tracing::info!(peer = %self.peer, "client too slow to read its messages; disconnecting");
-                        Flow::Close(CLOSE_POLICY, "too slow reading messages")
-                    }
+                    None => self.too_slow(),
                 },
                 Some(event) = next_event(&mut self.membership) => self.on_session_event(event).await,
                 _ = shutdown.changed() => Flow::Close(CLOSE_GOING_AWAY, "server shutting down"),
@@ -144,16 +159,21 @@ impl Session {
                 Flow::ClosedByClient => break None,
             }
         };
-        if let Some((code, reason)) = flow {
-            let frame = CloseFrame {
-                code,
-                reason: reason.into(),
-            };
-            let _ = self.socket.send(Message::Close(Some(frame))).await;
+        let closing = async {
+            if let Some((code, reason)) = flow {
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                let _ = self.socket.send(Message::Close(Some(frame))).await;
+            }
+            // Completes the closing handshake (flushes the reply to a client's
+            // Close) instead of resetting the connection.
+            let _ = futures_util::SinkExt::close(&mut self.socket).await;
+        };
+        if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+            tracing::debug!(peer = %self.peer, "closing handshake timed out; dropping the connection");
         }
-        // Completes the closing handshake (flushes the reply to a client's
-        // Close) instead of resetting the connection.
-        let _ = futures_util::SinkExt::close(&mut self.socket).await;
         self.leave_room(LeaveReason::Left).await;
         self.state.outboxes.remove(self.peer);
         self.state.metrics.connections.dec();
@@ -415,11 +435,26 @@ impl Session {
         }
     }
 
+    /// Writes `msg` to the socket. A client that does not read blocks this
+    /// once the kernel buffers are full; its outbox then overflows and the
+    /// eviction ends the wait.
     async fn send(&mut self, msg: &ServerMessage) -> Flow {
-        match self.socket.send(Message::Text(msg.to_json().into())).await {
-            Ok(()) => Flow::Continue,
-            Err(_) => Flow::Close(1000, "send failed"),
+        let text = Message::Text(msg.to_json().into());
+        tokio::select! {
+            biased;
+            _ = self.evicted.notified() => self.too_slow(),
+            sent = self.socket.send(text) => match sent {
+                Ok(()) => Flow::Continue,
+                Err(_) => Flow::Close(1000, "send failed"),
+            },
         }
+    }
+
+    /// The outbox overflowed (other sessions dropped it).
+    fn too_slow(&self) -> Flow {
+        self.state.metrics.slow_clients.inc();
+        tracing::info!(peer = %self.peer, "client too slow to read its messages; disconnecting");
+        Flow::Close(CLOSE_POLICY, "too slow reading messages")
     }
 
     async fn error(&mut self, code: ErrorCode, message: impl Into<String>) -> Flow {
