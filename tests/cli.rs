@@ -38,13 +38,7 @@ fn broken_config_exits_nonzero_naming_the_key() {
 #[test]
 fn environment_variables_are_a_config_layer() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rtcrelay"))
-        .args([
-            "serve",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--relay-listen",
-            "127.0.0.1:0",
-        ])
+        .args(common::SERVE_ON_FREE_PORTS)
         .env("RTCRELAY_ROOMS__DEFAULT_CAPACITY", "0")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

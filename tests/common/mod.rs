@@ -8,6 +8,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// `rtcrelay serve` on free loopback ports (tests parse the printed ones).
+pub const SERVE_ON_FREE_PORTS: [&str; 5] = [
+    "serve",
+    "--http-listen",
+    "127.0.0.1:0",
+    "--relay-listen",
+    "127.0.0.1:0",
+];
+
 /// A running `rtcrelay serve`, killed on drop.
 pub struct TestServer {
     child: Child,
@@ -31,13 +40,7 @@ impl TestServer {
         let bin = std::env::var_os("RTCRELAY_BIN")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_rtcrelay").into());
         let mut child = Command::new(bin)
-            .args([
-                "serve",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--relay-listen",
-                "127.0.0.1:0",
-            ])
+            .args(SERVE_ON_FREE_PORTS)
             .args(extra)
             .env(
                 "RTCRELAY_LOG",
