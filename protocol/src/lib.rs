@@ -3,10 +3,13 @@
 //!
 //! - [`signaling`]: the JSON messages exchanged over `GET /ws` (protocol v1).
 //! - [`frame`]: the binary frames the relay puts on DataChannels.
+//! - [`game`]: authoritative rooms: input and snapshot datagrams, the world
+//!   state they carry, and the JSON control messages.
 //! - [`limits`]: sizes and counts shared by server and clients.
 //! - [`ids`]: peer and room identifiers and their validation.
 
 pub mod frame;
+pub mod game;
 pub mod ids;
 pub mod limits;
 pub mod signaling;

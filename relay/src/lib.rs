@@ -7,6 +7,9 @@
 //!   back). Signaling sees only the [`SessionHost`] trait.
 //! - [`metrics`]: counters and gauges of the packet path.
 //! - [`config`]: what the relay needs to start.
+//! - [`authoritative`]: authoritative rooms (the [`Simulation`] trait, the
+//!   tick loop, input buffers, delta snapshots), sans-IO.
+//! - [`dizolaur`]: the demo game, a [`Simulation`].
 //! - `host` (private): the UDP receive loop, routing each datagram to its
 //!   peer's shard in O(1), and the `SessionHost` implementation.
 //! - `routes` (private): the routing table (source address or STUN USERNAME
@@ -17,7 +20,9 @@
 //! - `room` (private): relay rooms, the required channels and the
 //!   forwarding limits, sans-IO.
 
+pub mod authoritative;
 pub mod config;
+pub mod dizolaur;
 pub mod metrics;
 pub mod session;
 
@@ -28,6 +33,7 @@ mod routes;
 mod shard;
 mod stun;
 
+pub use authoritative::{AuthoritativeRoom, GameConfig, GameFactory, Simulation};
 pub use config::RelayConfig;
 pub use host::Relay;
 pub use metrics::RelayMetrics;

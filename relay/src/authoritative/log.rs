@@ -1,0 +1,5 @@
+//! TODO
+/// TODO
+pub struct MatchLog;
+/// TODO
+pub fn replay() {}

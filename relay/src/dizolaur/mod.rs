@@ -1,0 +1,1 @@
+//! Dizolaur, the demo game. TODO
