@@ -15,6 +15,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use rtcrelay_protocol::limits::MAX_ROOM_CAPACITY;
 use rtcrelay_protocol::signaling::IceServer;
+use rtcrelay_relay::GameFactory;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -24,6 +25,7 @@ pub struct Config {
     pub relay: RelayConfig,
     pub rooms: RoomsConfig,
     pub signaling: SignalingConfig,
+    pub game: GameConfig,
     pub log: LogConfig,
 }
 
@@ -64,6 +66,20 @@ pub struct SignalingConfig {
     pub max_message_bytes: usize,
     /// Extra STUN/TURN servers handed to clients in `welcome`.
     pub ice_servers: Vec<IceServer>,
+}
+
+/// Authoritative rooms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GameConfig {
+    /// The game authoritative rooms run (`dizolaur`).
+    pub name: String,
+    /// Simulation ticks per second.
+    pub tick_rate: u32,
+    /// Snapshots per second to each client (at most `tick_rate`).
+    pub snapshot_rate: u32,
+    /// Inputs for ticks further ahead of the server than this are rejected.
+    pub max_input_lead_ms: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,6 +136,19 @@ impl Default for SignalingConfig {
         SignalingConfig {
             max_message_bytes: s.max_message_bytes,
             ice_servers: s.ice_servers,
+        }
+    }
+}
+
+impl Default for GameConfig {
+    fn default() -> Self {
+        let relay = rtcrelay_relay::RelayConfig::default();
+        let game = relay.game;
+        GameConfig {
+            name: relay.game_name,
+            tick_rate: game.tick_rate,
+            snapshot_rate: game.snapshot_rate,
+            max_input_lead_ms: game.max_input_lead * 1000 / game.tick_rate,
         }
     }
 }
@@ -258,6 +287,31 @@ impl Config {
                 self.relay.listen
             ));
         }
+        let game = &self.game;
+        if !(1..=240).contains(&game.tick_rate) {
+            problems.push(format!(
+                "key `game.tick_rate`: must be 1 to 240 ticks per second, got {}",
+                game.tick_rate
+            ));
+        }
+        if game.snapshot_rate == 0 || game.snapshot_rate > game.tick_rate {
+            problems.push(format!(
+                "key `game.snapshot_rate`: must be 1 to game.tick_rate ({}), got {}",
+                game.tick_rate, game.snapshot_rate
+            ));
+        }
+        if !(50..=10_000).contains(&game.max_input_lead_ms) {
+            problems.push(format!(
+                "key `game.max_input_lead_ms`: must be 50 to 10000, got {}",
+                game.max_input_lead_ms
+            ));
+        }
+        if rtcrelay_relay::BuiltinGames.create(&game.name, 0).is_none() {
+            problems.push(format!(
+                "key `game.name`: unknown game {:?}; this build runs \"dizolaur\"",
+                game.name
+            ));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -271,7 +325,23 @@ impl Config {
             public_addr: self.relay.public_addr,
             shards: self.relay.shards,
             realtime_buffer_limit: self.relay.realtime_buffer_bytes,
+            game: rtcrelay_relay::GameConfig {
+                tick_rate: self.game.tick_rate,
+                snapshot_rate: self.game.snapshot_rate,
+                max_input_lead: (self.game.max_input_lead_ms * self.game.tick_rate)
+                    .div_ceil(1000)
+                    .max(1),
+                ..Default::default()
+            },
+            game_name: self.game.name.clone(),
         }
+    }
+
+    /// Seats of the configured game: the capacity of authoritative rooms.
+    pub fn game_seats(&self) -> usize {
+        rtcrelay_relay::BuiltinGames
+            .create(&self.game.name, 0)
+            .map_or(0, |g| g.max_players())
     }
 
     pub fn signaling(&self) -> rtcrelay_signaling::SignalingConfig {
@@ -281,6 +351,7 @@ impl Config {
             max_room_capacity: self.rooms.max_capacity,
             max_rooms: self.rooms.max_rooms,
             ice_servers: self.signaling.ice_servers.clone(),
+            game_seats: self.game_seats(),
             ..Default::default()
         }
     }

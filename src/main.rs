@@ -54,6 +54,12 @@ struct ServeArgs {
     /// Capacity of new rooms [config: rooms.default_capacity].
     #[arg(long, value_name = "N")]
     room_capacity: Option<usize>,
+    /// Simulation ticks per second of authoritative rooms [config: game.tick_rate].
+    #[arg(long, value_name = "HZ")]
+    tick_rate: Option<u32>,
+    /// Snapshots per second to each player [config: game.snapshot_rate].
+    #[arg(long, value_name = "HZ")]
+    snapshot_rate: Option<u32>,
 }
 
 impl ServeArgs {
@@ -73,6 +79,11 @@ impl ServeArgs {
         add(
             "rooms.default_capacity",
             self.room_capacity.map(|n| n.to_string()),
+        );
+        add("game.tick_rate", self.tick_rate.map(|n| n.to_string()));
+        add(
+            "game.snapshot_rate",
+            self.snapshot_rate.map(|n| n.to_string()),
         );
         o
     }

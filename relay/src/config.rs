@@ -1,5 +1,7 @@
 use std::net::SocketAddr;
 
+use crate::authoritative::GameConfig;
+
 /// What the relay needs to start. The binary fills this from its config file.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -13,6 +15,10 @@ pub struct RelayConfig {
     /// Most bytes the `realtime` channel may have buffered before further
     /// messages on it are dropped (never queued): a couple of datagrams.
     pub realtime_buffer_limit: usize,
+    /// How authoritative rooms run (tick and snapshot rates…).
+    pub game: GameConfig,
+    /// The game authoritative rooms run, by its `GameFactory` name.
+    pub game_name: String,
 }
 
 impl Default for RelayConfig {
@@ -22,6 +28,8 @@ impl Default for RelayConfig {
             public_addr: None,
             shards: 0,
             realtime_buffer_limit: 2 * rtcrelay_protocol::limits::MAX_REALTIME_MESSAGE_BYTES,
+            game: GameConfig::default(),
+            game_name: "dizolaur".to_string(),
         }
     }
 }

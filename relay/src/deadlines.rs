@@ -1,22 +1,30 @@
-//! Per-peer deadlines in a min-heap, so a wake-up touches only the peers
-//! whose time has come. Updating a deadline pushes a new entry and leaves the
+//! Deadlines in a min-heap (per peer, per game room), so a wake-up touches
+//! only what is due. Updating a deadline pushes a new entry and leaves the
 //! old one to be skipped when it surfaces (lazy deletion); the heap is rebuilt
 //! when stale entries outnumber live ones.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::Hash;
 use std::time::Instant;
 
-use rtcrelay_protocol::PeerId;
-
-#[derive(Debug, Default)]
-pub(crate) struct Deadlines {
-    heap: BinaryHeap<Reverse<(Instant, PeerId)>>,
-    current: HashMap<PeerId, Instant>,
+#[derive(Debug)]
+pub(crate) struct Deadlines<K> {
+    heap: BinaryHeap<Reverse<(Instant, K)>>,
+    current: HashMap<K, Instant>,
 }
 
-impl Deadlines {
-    pub fn set(&mut self, peer: PeerId, at: Instant) {
+impl<K> Default for Deadlines<K> {
+    fn default() -> Self {
+        Deadlines {
+            heap: BinaryHeap::new(),
+            current: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Copy + Ord + Hash> Deadlines<K> {
+    pub fn set(&mut self, peer: K, at: Instant) {
         if self.current.insert(peer, at) == Some(at) {
             return;
         }
@@ -30,7 +38,7 @@ impl Deadlines {
         }
     }
 
-    pub fn remove(&mut self, peer: PeerId) {
+    pub fn remove(&mut self, peer: K) {
         self.current.remove(&peer);
     }
 
@@ -42,7 +50,7 @@ impl Deadlines {
 
     /// Moves the peers whose deadline is at or before `now` into `out`; their
     /// deadlines are cleared (polling the peer sets a new one).
-    pub fn expire(&mut self, now: Instant, out: &mut Vec<PeerId>) {
+    pub fn expire(&mut self, now: Instant, out: &mut Vec<K>) {
         loop {
             self.drop_stale();
             match self.heap.peek() {
@@ -75,6 +83,7 @@ impl Deadlines {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtcrelay_protocol::PeerId;
     use std::time::Duration;
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use rtcrelay_protocol::limits::MAX_CONTROL_MESSAGE_BYTES;
 use rtcrelay_protocol::signaling::is_mdns_candidate;
-use rtcrelay_protocol::{PeerId, RoomId, RoomKind};
+use rtcrelay_protocol::{PeerId, RoomId};
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::authoritative::GameFactory;
 use crate::config::RelayConfig;
 use crate::metrics::{ReasonLabel, RelayMetrics};
 use crate::routes::Routes;
@@ -51,7 +52,18 @@ pub struct Relay {
 
 impl Relay {
     /// Binds the UDP socket and starts the receive loop and the shards.
+    /// Starts the relay; authoritative rooms run the built-in games
+    /// ([`crate::dizolaur`]).
     pub async fn start(config: RelayConfig, metrics: RelayMetrics) -> io::Result<Relay> {
+        Relay::start_with_games(config, metrics, Arc::new(crate::games::BuiltinGames)).await
+    }
+
+    /// Starts the relay with the games of `games` (see docs/simulation.md).
+    pub async fn start_with_games(
+        config: RelayConfig,
+        metrics: RelayMetrics,
+        games: Arc<dyn GameFactory>,
+    ) -> io::Result<Relay> {
         let socket = Arc::new(bind_udp(config.listen)?);
         let dtls_cert = tokio::task::spawn_blocking(generate_dtls_cert)
             .await
@@ -85,6 +97,9 @@ impl Relay {
                 routes: routes.clone(),
                 metrics: metrics.clone(),
                 realtime_buffer_limit: config.realtime_buffer_limit,
+                games: games.clone(),
+                game: config.game.clone(),
+                game_name: config.game_name.clone(),
             };
             shards.push(tokio::spawn(Shard::new(index, ctx).run(rx)));
             senders.push(tx);
@@ -375,15 +390,10 @@ impl SessionHost for Host {
             peer,
             room,
             kind,
+            name,
             offer_sdp,
             events,
         } = request;
-        if kind == RoomKind::Authoritative {
-            self.rejected("unsupported_room_kind");
-            return Err(SessionError::Unavailable(
-                "authoritative rooms are not served by this relay yet".into(),
-            ));
-        }
         let shard = shard_for(&room, self.shards.len());
         let session = lock(&self.routes)
             .reserve(peer, shard)
@@ -423,6 +433,8 @@ impl SessionHost for Host {
             peer,
             session,
             room: room.clone(),
+            kind,
+            name,
             rtc,
             events,
         };

@@ -9,7 +9,8 @@
 //! - [`config`]: what the relay needs to start.
 //! - [`authoritative`]: authoritative rooms (the [`Simulation`] trait, the
 //!   tick loop, input buffers, delta snapshots), sans-IO.
-//! - [`dizolaur`]: the demo game, a [`Simulation`].
+//! - [`dizolaur`]: the demo game, a [`Simulation`]; [`games`]: the games
+//!   this build runs ([`BuiltinGames`]).
 //! - `host` (private): the UDP receive loop, routing each datagram to its
 //!   peer's shard in O(1), and the `SessionHost` implementation.
 //! - `routes` (private): the routing table (source address or STUN USERNAME
@@ -23,6 +24,7 @@
 pub mod authoritative;
 pub mod config;
 pub mod dizolaur;
+pub mod games;
 pub mod metrics;
 pub mod session;
 
@@ -35,6 +37,7 @@ mod stun;
 
 pub use authoritative::{AuthoritativeRoom, GameConfig, GameFactory, Simulation};
 pub use config::RelayConfig;
+pub use games::BuiltinGames;
 pub use host::Relay;
 pub use metrics::RelayMetrics;
 pub use session::{SessionAnswer, SessionError, SessionEvent, SessionHost, SessionRequest};

@@ -12,6 +12,8 @@ pub struct SessionRequest {
     pub peer: PeerId,
     pub room: RoomId,
     pub kind: RoomKind,
+    /// The player's display name (games show it).
+    pub name: String,
     pub offer_sdp: String,
     /// Where the relay reports what happens to this session. Dropping the
     /// receiver is harmless; events are then discarded.

@@ -1,8 +1,9 @@
-//! A shard: one task that owns the str0m `Rtc` of some peers and the relay
-//! rooms those peers are in (all members of a room share a shard, so
-//! forwarding never leaves it). It wakes for a datagram, a command or the
-//! earliest peer deadline, and touches only the peers concerned: those that
-//! got input, whose deadline passed, or that were written to.
+//! A shard: one task that owns the str0m `Rtc` of some peers and the rooms
+//! those peers are in (all members of a room share a shard, so forwarding
+//! and snapshots never leave it). It wakes for a datagram, a command, the
+//! earliest peer deadline or the earliest game-room deadline (tick,
+//! snapshot, retransmission), and touches only the peers concerned: those
+//! that got input, whose deadline passed, or that were written to.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rtcrelay_protocol::frame::Relayed;
 use rtcrelay_protocol::signaling::ChannelParams;
-use rtcrelay_protocol::{PeerId, RoomId};
+use rtcrelay_protocol::{PeerId, RoomId, RoomKind};
 use str0m::channel::ChannelId;
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
@@ -19,6 +20,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
+use crate::authoritative::{AuthoritativeRoom, GameConfig, GameFactory, RoomOutput};
 use crate::deadlines::Deadlines;
 use crate::metrics::{ChannelLabel, ReasonLabel, RelayMetrics};
 use crate::room::{check_channel, realtime_has_room, Lane, Rooms};
@@ -63,6 +65,8 @@ pub(crate) struct NewSession {
     pub peer: PeerId,
     pub session: u64,
     pub room: RoomId,
+    pub kind: RoomKind,
+    pub name: String,
     pub rtc: Rtc,
     pub events: mpsc::UnboundedSender<SessionEvent>,
 }
@@ -76,6 +80,10 @@ pub(crate) struct ShardContext {
     pub routes: Arc<Mutex<Routes>>,
     pub metrics: RelayMetrics,
     pub realtime_buffer_limit: usize,
+    pub games: Arc<dyn GameFactory>,
+    pub game: GameConfig,
+    /// The game authoritative rooms run.
+    pub game_name: String,
 }
 
 pub(crate) fn lock(routes: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
@@ -94,6 +102,8 @@ enum End {
 struct Peer {
     session: u64,
     room: RoomId,
+    /// The authoritative room (key into `Shard::games`), if in one.
+    game: Option<u64>,
     rtc: Rtc,
     events: mpsc::UnboundedSender<SessionEvent>,
     /// Channel ids and parameters, indexed by [`lane_index`].
@@ -126,12 +136,25 @@ impl Peer {
     }
 }
 
+/// What a peer's str0m events ask of the room it is in.
+enum PeerAction {
+    /// A message on one of its channels.
+    Message(Lane, bool, Vec<u8>),
+    /// Both channels are open.
+    Ready,
+}
+
 pub(crate) struct Shard {
     index: usize,
     ctx: ShardContext,
     peers: HashMap<PeerId, Peer>,
     rooms: Rooms,
-    deadlines: Deadlines,
+    deadlines: Deadlines<PeerId>,
+    /// Authoritative rooms by key, their keys by room id, their deadlines.
+    games: HashMap<u64, AuthoritativeRoom>,
+    game_keys: HashMap<RoomId, u64>,
+    game_deadlines: Deadlines<u64>,
+    next_game_key: u64,
     /// Peers to poll: they got input or were written to.
     dirty: Vec<PeerId>,
     /// Peers whose session ends; cleaned up after polling.
@@ -139,8 +162,9 @@ pub(crate) struct Shard {
     outbox: Vec<Transmit>,
     // Scratch buffers, kept to avoid an allocation per wake-up.
     expired: Vec<PeerId>,
+    expired_games: Vec<u64>,
     targets: Vec<PeerId>,
-    forwards: Vec<(Lane, bool, Vec<u8>)>,
+    actions: Vec<PeerAction>,
 }
 
 fn drop_datagram(metrics: &RelayMetrics, reason: &'static str) {
@@ -200,12 +224,17 @@ impl Shard {
             peers: HashMap::new(),
             rooms: Rooms::default(),
             deadlines: Deadlines::default(),
+            games: HashMap::new(),
+            game_keys: HashMap::new(),
+            game_deadlines: Deadlines::default(),
+            next_game_key: 0,
             dirty: Vec::new(),
             ending: Vec::new(),
             outbox: Vec::new(),
             expired: Vec::new(),
+            expired_games: Vec::new(),
             targets: Vec::new(),
-            forwards: Vec::new(),
+            actions: Vec::new(),
         }
     }
 
@@ -213,7 +242,11 @@ impl Shard {
         debug!(shard = self.index, "shard started");
         let mut stop = false;
         while !stop {
-            let msg = match self.deadlines.next() {
+            let next = match (self.deadlines.next(), self.game_deadlines.next()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let msg = match next {
                 Some(at) => {
                     tokio::select! {
                         m = inbox.recv() => Some(m),
@@ -293,13 +326,27 @@ impl Shard {
         info!(
             peer = %s.peer,
             room = %s.room,
+            kind = s.kind.as_str(),
             shard = self.index,
             rooms = self.rooms.len(),
             "session opened"
         );
+        let now = Instant::now();
+        let mut refused = None;
+        let game = match s.kind {
+            RoomKind::Relay => None,
+            RoomKind::Authoritative => match self.seat(&s.room, s.peer, &s.name, now) {
+                Ok(key) => Some(key),
+                Err(reason) => {
+                    refused = Some(reason);
+                    None
+                }
+            },
+        };
         let mut peer = Peer {
             session: s.session,
             room: s.room,
+            game,
             rtc: s.rtc,
             events: s.events,
             lanes: [None, None],
@@ -309,8 +356,114 @@ impl Shard {
             verified: Vec::new(),
             end: None,
         };
+        if let Some(reason) = refused {
+            end(&mut self.ending, s.peer, &mut peer, closed(reason));
+        }
         mark(&mut self.dirty, s.peer, &mut peer);
         self.peers.insert(s.peer, peer);
+        if let Some(key) = game {
+            self.drain_game(key, now);
+        }
+    }
+
+    /// Seats `peer` in the authoritative room `room`, creating the room (and
+    /// its game, with a fresh random seed) for its first player.
+    fn seat(
+        &mut self,
+        room: &RoomId,
+        peer: PeerId,
+        name: &str,
+        now: Instant,
+    ) -> Result<u64, String> {
+        let key = match self.game_keys.get(room) {
+            Some(key) => *key,
+            None => {
+                let seed = rand::random::<u64>();
+                let sim = self
+                    .ctx
+                    .games
+                    .create(&self.ctx.game_name, seed)
+                    .ok_or_else(|| {
+                        format!("this relay cannot run the game {:?}", self.ctx.game_name)
+                    })?;
+                let key = self.next_game_key;
+                self.next_game_key += 1;
+                let game = AuthoritativeRoom::new(
+                    sim,
+                    seed,
+                    self.ctx.game.clone(),
+                    self.ctx.metrics.clone(),
+                    now,
+                );
+                info!(%room, game = %self.ctx.game_name, seed, "authoritative room created");
+                self.games.insert(key, game);
+                self.game_keys.insert(room.clone(), key);
+                key
+            }
+        };
+        let joined = match self.games.get_mut(&key) {
+            Some(game) => game.join(peer, name, now),
+            None => Err("the room is gone".to_string()),
+        };
+        if let Err(reason) = joined {
+            self.drop_game_if_empty(room, key);
+            return Err(format!("the game refused to seat you: {reason}"));
+        }
+        Ok(key)
+    }
+
+    fn drop_game_if_empty(&mut self, room: &RoomId, key: u64) {
+        if self
+            .games
+            .get(&key)
+            .is_some_and(AuthoritativeRoom::is_empty)
+        {
+            self.games.remove(&key);
+            self.game_keys.remove(room);
+            self.game_deadlines.remove(key);
+            info!(%room, "authoritative room closed");
+        }
+    }
+
+    /// Sends what the game room wants sent and re-arms its deadline. A
+    /// snapshot that does not fit the realtime lane is dropped, never queued;
+    /// control messages that do not fit are dropped too (the room resends
+    /// critical events until they are acknowledged).
+    fn drain_game(&mut self, key: u64, now: Instant) {
+        let Some(game) = self.games.get_mut(&key) else {
+            return;
+        };
+        let metrics = &self.ctx.metrics;
+        while let Some(output) = game.poll_output() {
+            let (target, lane, data, binary) = match output {
+                RoomOutput::Realtime { peer, data } => (peer, Lane::Realtime, data, true),
+                RoomOutput::Control { peer, text } => {
+                    (peer, Lane::Control, text.into_bytes(), false)
+                }
+            };
+            let Some(peer) = self.peers.get_mut(&target).filter(|p| p.end.is_none()) else {
+                continue;
+            };
+            let Some(mut channel) = peer.channel_id(lane).and_then(|c| peer.rtc.channel(c)) else {
+                drop_message(metrics, "not_open");
+                continue;
+            };
+            let fits = lane == Lane::Control
+                || realtime_has_room(
+                    channel.buffered_amount(),
+                    data.len(),
+                    self.ctx.realtime_buffer_limit,
+                );
+            let written = fits && matches!(channel.write(binary, &data), Ok(true));
+            if written {
+                mark(&mut self.dirty, target, peer);
+            } else if lane == Lane::Realtime {
+                drop_message(metrics, "snapshot_buffer_full"); // TODO(lead): game_snapshots_dropped
+            } else {
+                drop_message(metrics, "buffer_full");
+            }
+        }
+        self.game_deadlines.set(key, game.next_timeout().max(now));
     }
 
     fn on_datagram(&mut self, d: Datagram) {
@@ -388,6 +541,16 @@ impl Shard {
             }
         }
         self.expired = expired;
+
+        let mut expired = std::mem::take(&mut self.expired_games);
+        self.game_deadlines.expire(now, &mut expired);
+        for key in expired.drain(..) {
+            if let Some(game) = self.games.get_mut(&key) {
+                game.handle_timeout(now);
+                self.drain_game(key, now);
+            }
+        }
+        self.expired_games = expired;
     }
 
     /// Polls the dirty peers (forwarding may dirty more), then cleans up the
@@ -410,7 +573,7 @@ impl Shard {
         if peer.end.is_some() {
             return;
         }
-        let mut forwards = std::mem::take(&mut self.forwards);
+        let mut actions = std::mem::take(&mut self.actions);
         loop {
             match peer.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => self.outbox.push(t),
@@ -424,7 +587,7 @@ impl Shard {
                     break;
                 }
                 Ok(Output::Event(e)) => {
-                    if let Some(how) = on_event(id, peer, e, &mut forwards, metrics) {
+                    if let Some(how) = on_event(id, peer, e, &mut actions, metrics) {
                         end(&mut self.ending, id, peer, how);
                         break;
                     }
@@ -448,10 +611,28 @@ impl Shard {
                 closed("the WebRTC session ended"),
             );
         }
-        for (lane, binary, data) in forwards.drain(..) {
-            self.forward(id, lane, binary, &data);
+        let game = peer.game;
+        match game {
+            None => {
+                for action in actions.drain(..) {
+                    if let PeerAction::Message(lane, binary, data) = action {
+                        self.forward(id, lane, binary, &data);
+                    }
+                }
+            }
+            Some(key) if !actions.is_empty() => {
+                let now = Instant::now();
+                if let Some(room) = self.games.get_mut(&key) {
+                    for action in actions.drain(..) {
+                        play(room, id, action, now, metrics);
+                    }
+                }
+                actions.clear();
+                self.drain_game(key, now);
+            }
+            Some(_) => {}
         }
-        self.forwards = forwards;
+        self.actions = actions;
     }
 
     /// Sends a member's message to the other members of its room.
@@ -524,6 +705,14 @@ impl Shard {
             return;
         };
         self.rooms.leave(&peer.room, id);
+        if let Some(key) = peer.game {
+            let now = Instant::now();
+            if let Some(game) = self.games.get_mut(&key) {
+                game.leave(id, now);
+            }
+            self.drain_game(key, now);
+            self.drop_game_if_empty(&peer.room, key);
+        }
         self.deadlines.remove(id);
         lock(&self.ctx.routes).remove(id, Some(peer.session));
         if peer.rtc.is_alive() {
@@ -586,12 +775,32 @@ impl Shard {
     }
 }
 
+/// Hands a game-room member's message or readiness to its room.
+fn play(
+    room: &mut AuthoritativeRoom,
+    id: PeerId,
+    action: PeerAction,
+    now: Instant,
+    metrics: &RelayMetrics,
+) {
+    match action {
+        PeerAction::Ready => room.ready(id, now),
+        PeerAction::Message(Lane::Realtime, _, data) => room.on_realtime(id, &data, now),
+        PeerAction::Message(Lane::Control, _, data) => match std::str::from_utf8(&data) {
+            Ok(text) => room.on_control(id, text, now),
+            // The room answers bad control messages; bytes that are not
+            // even text are only counted.
+            Err(_) => drop_message(metrics, "not_utf8"),
+        },
+    }
+}
+
 /// Handles one str0m event of `peer`; `Some` ends the session.
 fn on_event(
     id: PeerId,
     peer: &mut Peer,
     event: Event,
-    forwards: &mut Vec<(Lane, bool, Vec<u8>)>,
+    actions: &mut Vec<PeerAction>,
     metrics: &RelayMetrics,
 ) -> Option<End> {
     match event {
@@ -627,13 +836,14 @@ fn on_event(
                     metrics.peers_connected.inc();
                     info!(peer = %id, room = %peer.room, "session ready");
                     let _ = peer.events.send(SessionEvent::Ready { realtime, control });
+                    actions.push(PeerAction::Ready);
                 }
             }
             None
         }
         Event::ChannelData(data) => {
             match peer.lane_of(data.id) {
-                Some(lane) => forwards.push((lane, data.binary, data.data)),
+                Some(lane) => actions.push(PeerAction::Message(lane, data.binary, data.data)),
                 None => drop_message(metrics, "unknown_channel"),
             }
             None

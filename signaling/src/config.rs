@@ -13,6 +13,9 @@ pub struct SignalingConfig {
     pub default_room_capacity: usize,
     /// Largest capacity a creator may ask for.
     pub max_room_capacity: usize,
+    /// Seats of the game authoritative rooms run (their capacity); 0 turns
+    /// authoritative rooms off.
+    pub game_seats: usize,
     /// Most rooms open at once.
     pub max_rooms: usize,
     /// Handed to every client in `welcome`.
@@ -27,6 +30,7 @@ impl Default for SignalingConfig {
             max_message_bytes: DEFAULT_MAX_SIGNALING_MESSAGE_BYTES,
             default_room_capacity: DEFAULT_ROOM_CAPACITY,
             max_room_capacity: MAX_ROOM_CAPACITY,
+            game_seats: 4,
             max_rooms: 10_000,
             ice_servers: Vec::new(),
             outbound_queue: 256,

@@ -93,6 +93,8 @@ pub(crate) async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppSta
 /// A client's place in a room.
 struct Membership {
     room: RoomId,
+    kind: RoomKind,
+    name: String,
     /// Events of the current WebRTC session, if one was negotiated.
     webrtc: Option<mpsc::UnboundedReceiver<SessionEvent>>,
 }
@@ -245,16 +247,22 @@ impl Session {
                 format!("this server speaks protocol version {PROTOCOL_VERSION}, not {version}");
             return self.error(ErrorCode::UnsupportedVersion, msg).await;
         }
-        if kind != RoomKind::Relay {
+        let config = &self.state.config;
+        // An authoritative room seats as many people as its game does.
+        let (default_capacity, max_capacity) = match kind {
+            RoomKind::Relay => (config.default_room_capacity, config.max_room_capacity),
+            RoomKind::Authoritative => (config.game_seats, config.game_seats),
+        };
+        if max_capacity == 0 {
             let msg = format!("{} rooms are not served by this server", kind.as_str());
             return self.error(ErrorCode::UnsupportedRoomKind, msg).await;
         }
-        let config = &self.state.config;
-        let capacity = capacity.unwrap_or(config.default_room_capacity);
-        if capacity > config.max_room_capacity {
+        let capacity = capacity.unwrap_or(default_capacity);
+        if capacity > max_capacity {
             let msg = format!(
-                "join: capacity {capacity} is above this server's maximum of {}",
-                config.max_room_capacity
+                "join: capacity {capacity} is above this server's maximum of {max_capacity} \
+                 for {} rooms",
+                kind.as_str()
             );
             return self.error(ErrorCode::InvalidMessage, msg).await;
         }
@@ -280,6 +288,8 @@ impl Session {
         let others: Vec<PeerId> = joined.roster.iter().map(|m| m.peer_id).collect();
         self.membership = Some(Membership {
             room: room.clone(),
+            kind,
+            name: name.clone(),
             webrtc: None,
         });
         let welcome = ServerMessage::Welcome {
@@ -320,7 +330,8 @@ impl Session {
         let request = SessionRequest {
             peer: self.peer,
             room: membership.room.clone(),
-            kind: RoomKind::Relay,
+            kind: membership.kind,
+            name: membership.name.clone(),
             offer_sdp: sdp,
             events,
         };
