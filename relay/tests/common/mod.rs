@@ -2,7 +2,7 @@
 //! relay on 127.0.0.1 and real str0m clients (full ICE, not lite) on their
 //! own UDP sockets, connected through `SessionHost::open` exactly as
 //! signaling does it. The time limits only stop a hung test.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub use std::collections::HashMap;
 pub use std::net::{SocketAddr, UdpSocket};
@@ -209,7 +209,7 @@ impl Client {
 /// the caller's assertion then reports).
 pub async fn pump(
     clients: &mut [&mut Client],
-    mut done: impl FnMut(&[&mut Client]) -> bool,
+    mut done: impl FnMut(&mut [&mut Client]) -> bool,
 ) -> bool {
     let start = Instant::now();
     while start.elapsed() < PATIENCE {
