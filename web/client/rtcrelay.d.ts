@@ -16,10 +16,16 @@ export declare const PROTOCOL_VERSION: 1;
  */
 export declare const LIMITS: Readonly<{ realtime: 1194; control: 16378 }>;
 
+/** `from` of every message in an authoritative room: the server peer (peer ids start at 1). */
+export declare const SERVER_PEER: 0;
+
 /** The two DataChannels every member has. */
 export type ChannelLabel = 'realtime' | 'control';
 
-/** Room kinds of protocol v1. Only "relay" rooms are served for now. */
+/**
+ * Room kinds of protocol v1. In "authoritative" rooms the server runs a game:
+ * use rtcrelay-game.js (GameSession) rather than this class directly.
+ */
 export type RoomKind = 'relay' | 'authoritative';
 
 /** Lifecycle of a client: "open" once connect() has resolved, "closed" at the end. */
@@ -117,11 +123,14 @@ export interface ServerChannels {
 
 /** detail of a "message" event: one message another member sent. */
 export interface MessageDetail {
-  /** Peer id of the sender. */
+  /** Peer id of the sender; {@link SERVER_PEER} (0) in authoritative rooms. */
   from: number;
   /** The channel it was sent (and relayed) on. */
   channel: ChannelLabel;
-  /** A string if the sender sent text, else the bytes. */
+  /**
+   * A string if the sender sent text, else the bytes. In authoritative rooms
+   * the server's messages exactly as received (no relay header).
+   */
   data: string | ArrayBuffer;
 }
 

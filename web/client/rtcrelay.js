@@ -9,6 +9,9 @@
 //   channels:  "realtime" {ordered:false, maxRetransmits:0} and "control"
 //              (reliable, ordered), both opened by the client before the offer
 //   frames:    the server relays [0x01][flags bit0=text][sender u32 BE][payload]
+//   authoritative rooms: the server peer itself sends and receives, unframed
+//              (game frames on realtime, JSON text on control; from = 0);
+//              rtcrelay-game.js speaks that protocol
 
 export const PROTOCOL_VERSION = 1;
 
@@ -17,6 +20,9 @@ export const LIMITS = Object.freeze({
   realtime: 1200 - 6,
   control: 16 * 1024 - 6,
 });
+
+/** `from` of messages in authoritative rooms: the server peer itself. */
+export const SERVER_PEER = 0;
 
 const CHANNELS = ['realtime', 'control'];
 const FRAME_RELAYED = 0x01;
@@ -469,6 +475,12 @@ export class RtcRelay extends EventTarget {
   }
 
   _onChannelMessage(channel, data) {
+    if (this.kind === 'authoritative') {
+      // The server peer itself talks to us (game frames on realtime, JSON
+      // text on control): nothing is relayed, so there is no relay header.
+      this._emit('message', { from: SERVER_PEER, channel, data });
+      return;
+    }
     if (typeof data === 'string') {
       this._emit('error', { code: 'bad_frame', message: `unexpected text message on ${channel}`, fatal: false });
       return;

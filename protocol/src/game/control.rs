@@ -56,7 +56,10 @@ pub enum ServerControl {
         event: serde_json::Value,
     },
     /// Net stats of every player of the room, about once a second.
-    Stats { tick: u32, players: Vec<PlayerNetStats> },
+    Stats {
+        tick: u32,
+        players: Vec<PlayerNetStats>,
+    },
     /// A command or control message was refused.
     Error { code: String, message: String },
 }
@@ -97,4 +100,161 @@ pub fn decode_client_control(text: &str) -> Result<ClientControl, String> {
         ));
     }
     serde_json::from_str(text).map_err(|e| format!("bad control message: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_clock() {
+        assert_eq!(
+            decode_client_control(r#"{"type":"clock","id":3,"t0":1234.5}"#),
+            Ok(ClientControl::Clock { id: 3, t0: 1234.5 })
+        );
+        // Integers are valid f64 times.
+        assert_eq!(
+            decode_client_control(r#"{"t0":7,"id":0,"type":"clock"}"#),
+            Ok(ClientControl::Clock { id: 0, t0: 7.0 })
+        );
+    }
+
+    #[test]
+    fn decodes_event_ack() {
+        assert_eq!(
+            decode_client_control(r#"{"type":"event_ack","id":18446744073709551615}"#),
+            Ok(ClientControl::EventAck { id: u64::MAX })
+        );
+    }
+
+    #[test]
+    fn decodes_command() {
+        assert_eq!(
+            decode_client_control(r#"{"type":"command","command":{"start":{"bots":true}}}"#),
+            Ok(ClientControl::Command {
+                command: json!({"start": {"bots": true}})
+            })
+        );
+    }
+
+    #[test]
+    fn ignores_unknown_fields() {
+        assert_eq!(
+            decode_client_control(r#"{"type":"event_ack","id":1,"later":true}"#),
+            Ok(ClientControl::EventAck { id: 1 })
+        );
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for text in [
+            "",
+            "null",
+            "[]",
+            "{}",
+            "not json",
+            r#"{"type":"clock""#,
+            r#"{"type":"teleport","id":1}"#,
+            r#"{"type":"clock","id":-1,"t0":0}"#,
+            r#"{"type":"clock","id":4294967296,"t0":0}"#,
+            r#"{"type":"clock","id":1}"#,
+            r#"{"type":"clock","id":1,"t0":"now"}"#,
+            r#"{"type":"event_ack","id":1.5}"#,
+            r#"{"type":"event_ack"}"#,
+            r#"{"type":"command"}"#,
+            r#"{"type":"hello","game":"x"}"#,
+            r#"{"type":7}"#,
+            "\u{0}",
+        ] {
+            assert!(decode_client_control(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn bounds_the_size() {
+        let pad = |n: usize| {
+            let text = format!(r#"{{"type":"command","command":"{}"}}"#, "x".repeat(n));
+            let over = text.len() - MAX_CLIENT_CONTROL_BYTES;
+            (text, over)
+        };
+        let (at_limit, _) = pad(MAX_CLIENT_CONTROL_BYTES - 31);
+        assert_eq!(at_limit.len(), MAX_CLIENT_CONTROL_BYTES);
+        assert!(decode_client_control(&at_limit).is_ok());
+        let (over, by) = pad(MAX_CLIENT_CONTROL_BYTES - 30);
+        assert_eq!(by, 1);
+        let err = decode_client_control(&over).unwrap_err();
+        assert!(err.contains("limit"), "{err}");
+        // Huge input is refused before parsing.
+        assert!(decode_client_control(&"[".repeat(1 << 20)).is_err());
+    }
+
+    #[test]
+    fn server_messages_have_the_documented_shape() {
+        let hello = ServerControl::Hello {
+            game: "dizolaur".into(),
+            tick_rate: 60,
+            snapshot_rate: 30,
+            input_size: 1,
+            max_input_lead: 60,
+            max_rewind: 8,
+            tick: 120,
+            server_time_ms: 2000.0,
+            entity: Some(1),
+        };
+        assert_eq!(
+            serde_json::to_value(&hello).unwrap(),
+            json!({"type":"hello","game":"dizolaur","tick_rate":60,"snapshot_rate":30,
+                   "input_size":1,"max_input_lead":60,"max_rewind":8,"tick":120,
+                   "server_time_ms":2000.0,"entity":1})
+        );
+        let clock = ServerControl::Clock {
+            id: 3,
+            t0: 1.5,
+            t1: 100.0,
+            t2: 100.25,
+            tick: 6,
+        };
+        assert_eq!(
+            serde_json::to_value(&clock).unwrap(),
+            json!({"type":"clock","id":3,"t0":1.5,"t1":100.0,"t2":100.25,"tick":6})
+        );
+        let event = ServerControl::Event {
+            id: 1,
+            tick: 200,
+            event: json!({"match_start": {}}),
+        };
+        let text = serde_json::to_string(&event).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"event","id":1,"tick":200,"event":{"match_start":{}}}"#
+        );
+        assert_eq!(serde_json::from_str::<ServerControl>(&text).unwrap(), event);
+        let stats = ServerControl::Stats {
+            tick: 60,
+            players: vec![PlayerNetStats {
+                peer: PeerId(7),
+                rtt_ms: 40.0,
+                jitter_ms: 3.5,
+                loss: 0.0,
+                inputs_late: 1,
+                inputs_missing: 2,
+                snapshot_bytes_per_s: 1500.0,
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(&stats).unwrap(),
+            json!({"type":"stats","tick":60,"players":[{"peer":7,"rtt_ms":40.0,
+                   "jitter_ms":3.5,"loss":0.0,"inputs_late":1,"inputs_missing":2,
+                   "snapshot_bytes_per_s":1500.0}]})
+        );
+        let error = ServerControl::Error {
+            code: "command_refused".into(),
+            message: "the match is running".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&error).unwrap(),
+            json!({"type":"error","code":"command_refused","message":"the match is running"})
+        );
+    }
 }

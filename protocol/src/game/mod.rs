@@ -23,7 +23,9 @@ pub mod varint;
 pub mod world;
 
 pub use input::InputDatagram;
-pub use snapshot::{Encoded, EntityUpdate, FrameSpec, SnapshotEncoder, SnapshotHeader, SnapshotView};
+pub use snapshot::{
+    Encoded, EntityUpdate, FrameSpec, SnapshotEncoder, SnapshotHeader, SnapshotView,
+};
 pub use world::{Entity, WorldState};
 
 /// Frame type of an input datagram.
@@ -57,4 +59,23 @@ pub enum GameFrameError {
     /// A delta whose baseline the decoder does not have.
     #[error("baseline tick {0} is unknown")]
     UnknownBaseline(u32),
+}
+
+impl GameFrameError {
+    /// A stable short name of the error kind (`truncated`, `bad_varint`…),
+    /// the same in every implementation: used by the shared test vectors
+    /// (`protocol/testdata/game-vectors.json`) and in logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GameFrameError::Empty => "empty",
+            GameFrameError::UnknownType(_) => "unknown_type",
+            GameFrameError::Truncated { .. } => "truncated",
+            GameFrameError::Trailing(_) => "trailing",
+            GameFrameError::ReservedFlags(_) => "reserved_flags",
+            GameFrameError::BadVarint(_) => "bad_varint",
+            GameFrameError::TooMany { .. } => "too_many",
+            GameFrameError::Invalid(_) => "invalid",
+            GameFrameError::UnknownBaseline(_) => "unknown_baseline",
+        }
+    }
 }

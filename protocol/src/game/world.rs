@@ -31,6 +31,22 @@ impl WorldState {
         WorldState::default()
     }
 
+    /// A state holding `entities` (in any order; a later duplicate id
+    /// replaces an earlier one).
+    pub fn from_entities(entities: impl IntoIterator<Item = Entity>) -> WorldState {
+        let mut state = WorldState::new();
+        for entity in entities {
+            state.insert(entity);
+        }
+        state
+    }
+
+    /// The entity vector itself, for the codec, which rebuilds states in id
+    /// order while reusing the field allocations. Callers keep the order.
+    pub(crate) fn entities_vec_mut(&mut self) -> &mut Vec<Entity> {
+        &mut self.entities
+    }
+
     pub fn clear(&mut self) {
         self.entities.clear();
     }
