@@ -80,6 +80,9 @@ pub struct GameConfig {
     pub snapshot_rate: u32,
     /// Inputs for ticks further ahead of the server than this are rejected.
     pub max_input_lead_ms: u32,
+    /// Directory where each room's match log is written when the room
+    /// closes (for `rtcrelay replay`). Unset: logs are not kept.
+    pub record_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +152,7 @@ impl Default for GameConfig {
             tick_rate: game.tick_rate,
             snapshot_rate: game.snapshot_rate,
             max_input_lead_ms: game.max_input_lead * 1000 / game.tick_rate,
+            record_dir: None,
         }
     }
 }
@@ -334,6 +338,7 @@ impl Config {
                 ..Default::default()
             },
             game_name: self.game.name.clone(),
+            record_dir: self.game.record_dir.clone(),
         }
     }
 

@@ -35,6 +35,18 @@ struct Cli {
 enum Command {
     /// Run signaling (HTTP + WebSocket) and the server peer (UDP).
     Serve(ServeArgs),
+    /// Re-run a recorded match from its log (seed + accepted inputs) and
+    /// check that every tick reaches the recorded state hash.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// A match log (JSON), as written to `game.record_dir`.
+    log: PathBuf,
+    /// Print the state hash of every tick (`tick hash`, one per line).
+    #[arg(long)]
+    hashes: bool,
 }
 
 #[derive(Args)]
@@ -92,6 +104,7 @@ impl ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Replay(args) => replay(&args),
         Command::Serve(args) => {
             let config = match Config::load(args.config.as_deref(), &args.overrides()) {
                 Ok(config) => config,
@@ -117,6 +130,62 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Exit codes: 0 the replay matches the log, 1 it diverges, 2 the log
+/// cannot be read or replayed.
+fn replay(args: &ReplayArgs) -> ExitCode {
+    use rtcrelay_relay::authoritative::{replay, MatchLog};
+
+    let log = match std::fs::read_to_string(&args.log)
+        .map_err(|e| e.to_string())
+        .and_then(|text| MatchLog::from_json(&text))
+    {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("rtcrelay replay: {}: {e}", args.log.display());
+            return ExitCode::from(2);
+        }
+    };
+    let hashes = match replay(&log, &rtcrelay_relay::BuiltinGames) {
+        Ok(hashes) => hashes,
+        Err(e) => {
+            eprintln!("rtcrelay replay: {}: {e}", args.log.display());
+            return ExitCode::from(2);
+        }
+    };
+    if args.hashes {
+        let mut out = std::io::stdout().lock();
+        for (i, h) in hashes.iter().enumerate() {
+            let _ = writeln!(out, "{} {h:016x}", i + 1);
+        }
+    }
+    let diverged = hashes
+        .iter()
+        .zip(&log.hashes)
+        .position(|(replayed, recorded)| replayed != recorded);
+    if let Some(i) = diverged {
+        eprintln!(
+            "rtcrelay replay: diverges at tick {}: recorded {:016x}, replayed {:016x}",
+            i + 1,
+            log.hashes[i],
+            hashes[i]
+        );
+        return ExitCode::FAILURE;
+    }
+    let last = hashes.last().map_or("none".into(), |h| format!("{h:016x}"));
+    println!(
+        "replayed {} ticks of {} (seed {}){}: final state hash {last}; every tick matches the log",
+        hashes.len(),
+        log.game,
+        log.seed,
+        if log.truncated {
+            " (log truncated)"
+        } else {
+            ""
+        }
+    );
+    ExitCode::SUCCESS
 }
 
 fn init_tracing(config: &Config) {

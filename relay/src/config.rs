@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use crate::authoritative::GameConfig;
 
@@ -19,6 +20,10 @@ pub struct RelayConfig {
     pub game: GameConfig,
     /// The game authoritative rooms run, by its `GameFactory` name.
     pub game_name: String,
+    /// Where each authoritative room's match log (seed, accepted inputs,
+    /// per-tick state hashes) is written when the room closes; `rtcrelay
+    /// replay` re-runs it. None: logs are not kept.
+    pub record_dir: Option<PathBuf>,
 }
 
 impl Default for RelayConfig {
@@ -30,6 +35,7 @@ impl Default for RelayConfig {
             realtime_buffer_limit: 2 * rtcrelay_protocol::limits::MAX_REALTIME_MESSAGE_BYTES,
             game: GameConfig::default(),
             game_name: "dizolaur".to_string(),
+            record_dir: None,
         }
     }
 }

@@ -100,6 +100,7 @@ impl Relay {
                 games: games.clone(),
                 game: config.game.clone(),
                 game_name: config.game_name.clone(),
+                record_dir: config.record_dir.clone(),
             };
             shards.push(tokio::spawn(Shard::new(index, ctx).run(rx)));
             senders.push(tx);

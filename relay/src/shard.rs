@@ -18,7 +18,7 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::authoritative::{AuthoritativeRoom, GameConfig, GameFactory, RoomOutput};
 use crate::deadlines::Deadlines;
@@ -84,6 +84,7 @@ pub(crate) struct ShardContext {
     pub game: GameConfig,
     /// The game authoritative rooms run.
     pub game_name: String,
+    pub record_dir: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn lock(routes: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
@@ -413,15 +414,28 @@ impl Shard {
     }
 
     fn drop_game_if_empty(&mut self, room: &RoomId, key: u64) {
-        if self
+        if !self
             .games
             .get(&key)
             .is_some_and(AuthoritativeRoom::is_empty)
         {
-            self.games.remove(&key);
-            self.game_keys.remove(room);
-            self.game_deadlines.remove(key);
-            info!(%room, "authoritative room closed");
+            return;
+        }
+        let Some(game) = self.games.remove(&key) else {
+            return;
+        };
+        self.game_keys.remove(room);
+        self.game_deadlines.remove(key);
+        let log = game.match_log();
+        info!(%room, ticks = log.ticks(), "authoritative room closed");
+        if let Some(dir) = &self.ctx.record_dir {
+            let path = dir.join(format!("{room}-{:016x}.json", log.seed));
+            let json = log.to_json();
+            // Off the shard's task: the file may be megabytes.
+            tokio::task::spawn_blocking(move || match std::fs::write(&path, json) {
+                Ok(()) => info!(path = %path.display(), "match log written"),
+                Err(e) => warn!(path = %path.display(), error = %e, "cannot write the match log"),
+            });
         }
     }
 
@@ -458,7 +472,7 @@ impl Shard {
             if written {
                 mark(&mut self.dirty, target, peer);
             } else if lane == Lane::Realtime {
-                drop_message(metrics, "snapshot_buffer_full"); // TODO(lead): game_snapshots_dropped
+                metrics.game.snapshots_dropped.inc();
             } else {
                 drop_message(metrics, "buffer_full");
             }
