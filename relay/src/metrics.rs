@@ -74,6 +74,12 @@ pub struct GameMetrics {
     pub events_retransmitted: Counter,
     /// RTT samples (snapshot sent → acked, minus the client's ack delay).
     pub player_rtt: Histogram,
+    /// Each ready player's smoothed jitter (RTT mean deviation), once per
+    /// stats interval.
+    pub player_jitter: Histogram,
+    /// Each ready player's upstream (input datagram) loss ratio over the
+    /// last stats interval.
+    pub player_loss: Histogram,
     /// `error` replies on `control` (bad message, refused command).
     pub control_errors: Counter,
 }
@@ -90,6 +96,11 @@ impl Default for GameMetrics {
             events_retransmitted: Counter::default(),
             // 1 ms to about 4 s.
             player_rtt: Histogram::new(exponential_buckets(0.001, 2.0, 13)),
+            // 0.25 ms to about 1 s.
+            player_jitter: Histogram::new(exponential_buckets(0.000_25, 2.0, 13)),
+            player_loss: Histogram::new(
+                [0.0, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0].into_iter(),
+            ),
             control_errors: Counter::default(),
         }
     }
@@ -134,6 +145,17 @@ impl GameMetrics {
             "Players' RTT samples on the realtime path (snapshot to ack)",
             Unit::Seconds,
             self.player_rtt.clone(),
+        );
+        r.register_with_unit(
+            "player_jitter",
+            "Players' smoothed RTT deviation, sampled once per stats interval",
+            Unit::Seconds,
+            self.player_jitter.clone(),
+        );
+        r.register(
+            "player_upstream_loss",
+            "Players' input datagram loss ratio per stats interval",
+            self.player_loss.clone(),
         );
         r.register(
             "control_errors",

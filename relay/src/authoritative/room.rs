@@ -545,7 +545,13 @@ impl AuthoritativeRoom {
         let mut players = Vec::with_capacity(self.players.len());
         for (&peer, player) in &mut self.players {
             player.net.end_interval(now);
-            players.push(net_stats(peer, player));
+            let stats = net_stats(peer, player);
+            if player.ready {
+                let game = &self.metrics.game;
+                game.player_jitter.observe(stats.jitter_ms / 1000.0);
+                game.player_loss.observe(stats.loss);
+            }
+            players.push(stats);
         }
         let stats = ServerControl::Stats {
             tick: self.clock.last_tick(),
