@@ -98,9 +98,7 @@ impl Default for GameMetrics {
             player_rtt: Histogram::new(exponential_buckets(0.001, 2.0, 13)),
             // 0.25 ms to about 1 s.
             player_jitter: Histogram::new(exponential_buckets(0.000_25, 2.0, 13)),
-            player_loss: Histogram::new(
-                [0.0, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0].into_iter(),
-            ),
+            player_loss: Histogram::new([0.0, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]),
             control_errors: Counter::default(),
         }
     }

@@ -972,3 +972,119 @@ fn pretty_with_flat_arrays(v: &Value, indent: usize) -> String {
         scalar => serde_json::to_string(scalar).unwrap(),
     }
 }
+
+/// Records a match the way the room does (joins, leaves, commands, on-time
+/// inputs when they change, late inputs as given) and replays its log.
+#[test]
+fn a_recorded_match_replays_to_the_same_hashes() {
+    use crate::authoritative::log::{InputBytes, LogEntry};
+    use crate::authoritative::{replay, MatchLog};
+    use std::collections::BTreeMap;
+
+    let seed = 77;
+    let mut sim = Dizolaur::new(seed);
+    let mut log = MatchLog::new(GAME_NAME, seed, 60);
+    let mut noise = ChaCha8Rng::seed_from_u64(1);
+    let mut present: BTreeMap<PeerId, u8> = BTreeMap::new();
+    let join =
+        |sim: &mut Dizolaur, log: &mut MatchLog, p: PeerId, present: &mut BTreeMap<PeerId, u8>| {
+            let tick = sim.tick() + 1;
+            sim.add_player(p, "p").unwrap();
+            log.push(LogEntry::Join {
+                tick,
+                peer: p,
+                name: "p".into(),
+            });
+            present.insert(p, 0);
+        };
+    join(&mut sim, &mut log, A, &mut present);
+    join(&mut sim, &mut log, B, &mut present);
+    let command = json!({"start":{"bots":true,"max_seconds":40}});
+    log.push(LogEntry::Command {
+        tick: 1,
+        peer: A,
+        command: command.clone(),
+    });
+    sim.command(A, &command).unwrap();
+    let mut late: Vec<(u32, u8)> = Vec::new();
+    let mut matches = 0;
+    while matches < 2 {
+        let tick = sim.tick() + 1;
+        if tick == 900 {
+            join(&mut sim, &mut log, C, &mut present);
+        }
+        if tick == 600 {
+            sim.remove_player(B);
+            log.push(LogEntry::Leave { tick, peer: B });
+            present.remove(&B);
+        }
+        if match_fields(&sim)[M_PHASE] == PHASE_ENDED {
+            matches += 1;
+            let refused = json!({"start":{"max_seconds":5}});
+            log.push(LogEntry::Command {
+                tick,
+                peer: A,
+                command: refused.clone(),
+            });
+            assert!(sim.command(A, &refused).is_err(), "5 s is too short");
+            let again = json!({"start":{"bots":false,"max_seconds":20}});
+            log.push(LogEntry::Command {
+                tick,
+                peer: A,
+                command: again.clone(),
+            });
+            sim.command(A, &again).unwrap();
+        }
+        // A plays perfectly, some inputs late; the others mash.
+        let a = perfect(&sim, A);
+        late.retain(|&(t, input)| {
+            if tick - t > roll(&mut noise, 8) {
+                sim.apply_input(A, t, &[input]);
+                log.push(LogEntry::Input {
+                    tick,
+                    peer: A,
+                    input_tick: t,
+                    input: InputBytes::new(&[input]),
+                });
+                false
+            } else {
+                true
+            }
+        });
+        let mut inputs = present.clone();
+        for (&p, input) in inputs.iter_mut() {
+            *input = if p == A {
+                if roll(&mut noise, 4) == 0 {
+                    late.push((tick, a));
+                    present[&A]
+                } else {
+                    a
+                }
+            } else {
+                roll(&mut noise, 4) as u8
+            };
+        }
+        for (&p, &input) in &inputs {
+            if present[&p] != input {
+                log.push(LogEntry::Input {
+                    tick,
+                    peer: p,
+                    input_tick: tick,
+                    input: InputBytes::new(&[input]),
+                });
+            }
+            sim.apply_input(p, tick, &[input]);
+        }
+        present = inputs;
+        sim.step(&mut Vec::new());
+        log.push_hash(sim.state_hash());
+    }
+    assert!(log.ticks() > 1000);
+    let log = MatchLog::from_json(&log.to_json()).unwrap();
+    assert_eq!(replay(&log, &DizolaurFactory).unwrap(), log.hashes);
+    let mut tampered = log.clone();
+    if let Some(LogEntry::Command { command, .. }) = tampered.entries.get_mut(2) {
+        *command = json!({"start":{"bots":false}});
+    }
+    assert_ne!(replay(&tampered, &DizolaurFactory).unwrap(), log.hashes);
+}
