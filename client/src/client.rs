@@ -253,7 +253,7 @@ async fn connect_inner(
 
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
     let mut tasks = Tasks::default();
-    let peer = peer::create(&config, &options, &ice_servers, events_tx.clone()).await?;
+    let peer = peer::create(&config, &options, &ice_servers, kind, events_tx.clone()).await?;
     tasks.0.extend(peer.tasks);
     let pc = peer.pc;
     let (mut open, mut state) = (peer.open, peer.state);

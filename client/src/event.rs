@@ -1,11 +1,18 @@
 //! Events a [`Client`](crate::Client) delivers, and the decoding of the
-//! relay's DataChannel frames into them.
+//! server's DataChannel messages into them: in relay rooms every message is
+//! a relayed frame (header naming the sender, then the payload); in
+//! authoritative rooms the server peer speaks for itself, unwrapped
+//! (snapshot frames on `realtime`, JSON text on `control`).
 
 use bytes::{Bytes, BytesMut};
 use rtcrelay_protocol::channels;
 use rtcrelay_protocol::frame::{FrameError, Relayed, RELAYED_HEADER_LEN};
 use rtcrelay_protocol::signaling::LeaveReason;
-use rtcrelay_protocol::{ErrorCode, PeerId};
+use rtcrelay_protocol::{ErrorCode, PeerId, RoomKind};
+
+/// The sender of messages from the server peer itself (authoritative rooms).
+/// Members' ids start at 1, so this is never a member.
+pub const SERVER: PeerId = PeerId(0);
 
 /// The two DataChannels every client opens to the server peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,7 +38,8 @@ impl Channel {
 pub enum ClientEvent {
     /// Another member sent a message; the relay forwarded it on the same
     /// channel. `text` is true when the sender sent a text message, and then
-    /// `payload` is valid UTF-8.
+    /// `payload` is valid UTF-8. In authoritative rooms `from` is
+    /// [`SERVER`] and `payload` is the server's whole message.
     Message {
         from: PeerId,
         channel: Channel,
@@ -78,8 +86,39 @@ impl ClientEvent {
     }
 }
 
-/// Turns one DataChannel message from the server into an event. The payload
-/// is a slice of the received buffer, not a copy.
+/// Turns one DataChannel message from the server into an event, the way
+/// rooms of `kind` frame them. `text` is the message's own type (SCTP PPID).
+pub(crate) fn decode_message(
+    kind: RoomKind,
+    channel: Channel,
+    text: bool,
+    data: BytesMut,
+) -> ClientEvent {
+    match kind {
+        RoomKind::Relay => decode_frame(channel, data),
+        RoomKind::Authoritative => decode_server_message(channel, text, data),
+    }
+}
+
+/// Authoritative rooms: the message is the server's own, passed on whole
+/// (the game layer decodes it); only a text message must be UTF-8.
+fn decode_server_message(channel: Channel, text: bool, data: BytesMut) -> ClientEvent {
+    if text && std::str::from_utf8(&data).is_err() {
+        return ClientEvent::InvalidFrame {
+            channel,
+            error: FrameError::NotUtf8,
+        };
+    }
+    ClientEvent::Message {
+        from: SERVER,
+        channel,
+        text,
+        payload: data.freeze(),
+    }
+}
+
+/// Relay rooms: turns one relayed frame into an event. The payload is a
+/// slice of the received buffer, not a copy.
 pub(crate) fn decode_frame(channel: Channel, data: BytesMut) -> ClientEvent {
     match Relayed::decode(&data) {
         Ok(relayed) => {
@@ -156,6 +195,62 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn authoritative_rooms_pass_server_messages_whole() {
+        // A snapshot frame (type 0x03) would be an unknown relayed frame.
+        let snapshot = [3u8, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let ev = decode_message(
+            RoomKind::Authoritative,
+            Channel::Realtime,
+            false,
+            BytesMut::from(&snapshot[..]),
+        );
+        assert_eq!(
+            ev,
+            ClientEvent::Message {
+                from: SERVER,
+                channel: Channel::Realtime,
+                text: false,
+                payload: Bytes::copy_from_slice(&snapshot),
+            }
+        );
+        let hello = r#"{"type":"hello"}"#;
+        let ev = decode_message(
+            RoomKind::Authoritative,
+            Channel::Control,
+            true,
+            BytesMut::from(hello.as_bytes()),
+        );
+        assert_eq!(ev.text(), Some(hello));
+        let ev = decode_message(
+            RoomKind::Authoritative,
+            Channel::Control,
+            true,
+            BytesMut::from(&[0xffu8][..]),
+        );
+        assert_eq!(
+            ev,
+            ClientEvent::InvalidFrame {
+                channel: Channel::Control,
+                error: FrameError::NotUtf8
+            }
+        );
+        // Relay rooms still decode relayed frames.
+        let ev = decode_message(
+            RoomKind::Relay,
+            Channel::Realtime,
+            false,
+            frame(5, false, &[9]),
+        );
+        assert!(matches!(
+            ev,
+            ClientEvent::Message {
+                from: PeerId(5),
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -21,8 +21,12 @@
 //!   knobs ([`ConnectOptions`]);
 //! - [`client`] has [`Client::connect`] (the whole join handshake) and the
 //!   session API (send, events, ping, leave, close);
-//! - [`event`] defines what [`Client::next_event`] yields, and how relayed
-//!   frames become [`ClientEvent::Message`];
+//! - [`event`] defines what [`Client::next_event`] yields, and how the
+//!   server's messages become [`ClientEvent::Message`] (relayed frames in
+//!   relay rooms, the server's own messages in authoritative rooms);
+//! - [`game`] is the client side of authoritative rooms: [`GameCore`] (the
+//!   sans-IO protocol: clock sync, inputs, snapshots, prediction,
+//!   interpolation, events) and [`GameClient`], its driver over [`Client`];
 //! - [`error`] defines [`ClientError`];
 //! - `signaling` and `peer` (private) run the WebSocket tasks and the WebRTC
 //!   peer connection with its channel tasks.
@@ -31,15 +35,20 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod game;
 mod peer;
 mod signaling;
 
 pub use client::Client;
 pub use config::{ClientConfig, ConnectOptions};
 pub use error::ClientError;
-pub use event::{Channel, ClientEvent};
+pub use event::{Channel, ClientEvent, SERVER};
+pub use game::{
+    GameClient, GameCore, GameEvent, GameOutput, Hello, InputSource, NetStats, Predictor,
+};
 
 // The protocol types that appear in this crate's API, so users need not
 // depend on rtcrelay-protocol themselves.
+pub use rtcrelay_protocol::game::{Entity, WorldState};
 pub use rtcrelay_protocol::signaling::{ChannelParams, IceServer, LeaveReason, RosterEntry};
 pub use rtcrelay_protocol::{ErrorCode, PeerId, RoomKind};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rtcrelay_protocol::signaling::{ChannelParams, IceServer};
+use rtcrelay_protocol::RoomKind;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -19,7 +20,7 @@ use webrtc::peer_connection::{
 
 use crate::config::{ClientConfig, ConnectOptions};
 use crate::error::ClientError;
-use crate::event::{decode_frame, Channel, ClientEvent};
+use crate::event::{decode_message, Channel, ClientEvent};
 
 /// Pace of ICE connectivity checks while connecting (webrtc default 200 ms).
 /// The controlling agent nominates a pair only on the check *after* the one
@@ -96,11 +97,13 @@ impl PeerConnectionEventHandler for Handler {
 }
 
 /// Creates the peer connection and its channels (before the offer, so that
-/// the offer carries the SCTP section), and starts the channel tasks.
+/// the offer carries the SCTP section), and starts the channel tasks, which
+/// decode messages the way rooms of `kind` (from `welcome`) frame them.
 pub(crate) async fn create(
     config: &ClientConfig,
     options: &ConnectOptions,
     welcome_ice_servers: &[IceServer],
+    kind: RoomKind,
     events: mpsc::Sender<ClientEvent>,
 ) -> Result<Peer, ClientError> {
     let ice_servers = options
@@ -154,6 +157,7 @@ pub(crate) async fn create(
     tasks.push(spawn_channel_task(
         realtime.clone(),
         Some(Channel::Realtime),
+        kind,
         open_tx.clone(),
         events.clone(),
     ));
@@ -163,6 +167,7 @@ pub(crate) async fn create(
     tasks.push(spawn_channel_task(
         control.clone(),
         Some(Channel::Control),
+        kind,
         open_tx.clone(),
         events.clone(),
     ));
@@ -171,6 +176,7 @@ pub(crate) async fn create(
         tasks.push(spawn_channel_task(
             dc,
             None,
+            kind,
             open_tx.clone(),
             events.clone(),
         ));
@@ -208,6 +214,7 @@ fn saturate_u16(v: u32) -> u16 {
 fn spawn_channel_task(
     dc: Arc<dyn DataChannel>,
     channel: Option<Channel>,
+    kind: RoomKind,
     open: Arc<watch::Sender<OpenChannels>>,
     events: mpsc::Sender<ClientEvent>,
 ) -> JoinHandle<()> {
@@ -224,7 +231,8 @@ fn spawn_channel_task(
                 (DataChannelEvent::OnMessage(msg), Some(ch)) => {
                     // A full queue means the application is not reading:
                     // waiting here pushes back on the sender through SCTP.
-                    let delivered = events.send(decode_frame(ch, msg.data)).await;
+                    let event = decode_message(kind, ch, msg.is_string, msg.data);
+                    let delivered = events.send(event).await;
                     if delivered.is_err() {
                         break;
                     }
