@@ -72,6 +72,9 @@ struct ServeArgs {
     /// Snapshots per second to each player [config: game.snapshot_rate].
     #[arg(long, value_name = "HZ")]
     snapshot_rate: Option<u32>,
+    /// Write each authoritative room's match log here [config: game.record_dir].
+    #[arg(long, value_name = "DIR")]
+    game_record_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -96,6 +99,12 @@ impl ServeArgs {
         add(
             "game.snapshot_rate",
             self.snapshot_rate.map(|n| n.to_string()),
+        );
+        add(
+            "game.record_dir",
+            self.game_record_dir
+                .as_ref()
+                .map(|d| d.display().to_string()),
         );
         o
     }
