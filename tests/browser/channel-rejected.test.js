@@ -100,7 +100,7 @@ for (const [i, c] of cases.entries()) {
   test(`channel_rejected: ${c.what}`, { timeout: TEST_TIMEOUT_MS }, async () => {
     const page = await browser.newPage();
     // Same origin as the signaling endpoint, as a real page would be.
-    await page.goto(server.demoUrl);
+    await page.goto(server.chatUrl);
     const result = await rawSession(page, server.wsUrl, `rejected-${i}`, c.channels);
     const log = `messages: ${JSON.stringify(result.messages.map((m) => m.type === 'answer' ? { type: 'answer' } : m))}\n--- server stderr (tail) ---\n${server.logs().slice(-6000)}`;
     assert.ok(result.error, `an error arrived\n${log}`);
@@ -115,7 +115,7 @@ for (const [i, c] of cases.entries()) {
 
 test('channel_rejected: an unknown label next to the right ones', { timeout: TEST_TIMEOUT_MS }, async () => {
   const page = await browser.newPage();
-  await page.goto(server.demoUrl);
+  await page.goto(server.chatUrl);
   const result = await rawSession(page, server.wsUrl, 'rejected-extra', [
     ['realtime', { ordered: false, maxRetransmits: 0 }],
     ['control', {}],

@@ -33,7 +33,8 @@ const STARTUP_TIMEOUT_MS = 60_000;
 
 /**
  * Starts `rtcrelay serve` on ephemeral ports and waits for the URLs it
- * prints. Returns { demoUrl, wsUrl, relayAddr, logs(), stop() }.
+ * prints. Returns { demoUrl, chatUrl, wsUrl, relayAddr, logs(), stop() }:
+ * `demoUrl` is `/` (the Dizolaur game), `chatUrl` the relay chat page.
  */
 export async function startServer(extraArgs = []) {
   if (!existsSync(RTCRELAY_BIN)) {
@@ -84,6 +85,7 @@ export async function startServer(extraArgs = []) {
   });
   return {
     demoUrl: urls.demo,
+    chatUrl: new URL('/chat.html', urls.demo).href,
     wsUrl: urls.signaling,
     relayAddr: urls.relay,
     logs: () => stderr,
@@ -141,9 +143,9 @@ export async function waitFor(fn, { timeoutMs = 15_000, intervalMs = 50, message
   }
 }
 
-/** Joins a room through the demo page's UI and waits until the client is open. */
-export async function joinViaUi(page, demoUrl, { name, room }) {
-  await page.goto(demoUrl);
+/** Joins a relay room through the chat page's UI and waits until the client is open. */
+export async function joinViaUi(page, chatUrl, { name, room }) {
+  await page.goto(chatUrl);
   await page.waitForSelector('body[data-ready="true"]');
   await page.fill('#name', name);
   await page.fill('#room', room);

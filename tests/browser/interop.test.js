@@ -1,4 +1,4 @@
-// Interop: a Chromium page (library + demo page) and the Rust client
+// Interop: a Chromium page (library + relay chat page) and the Rust client
 // (client/examples/echo.rs) in one relay room. The Rust side echoes every
 // message back on the channel it came on: text as "echo:<text>", binary with
 // a 0xEE byte in front.
@@ -57,7 +57,7 @@ test('a browser and the Rust client exchange messages on both channels', { timeo
   assert.ok(existsSync(ECHO_BIN), `Rust echo client not built (${ECHO_BIN}): cargo build -p rtcrelay-client --example echo`);
   const room = 'interop';
   const page = await browser.newPage();
-  const browserId = await joinViaUi(page, server.demoUrl, { name: 'chromium', room });
+  const browserId = await joinViaUi(page, server.chatUrl, { name: 'chromium', room });
 
   echo = await startEcho(server.wsUrl, room, 'rusty');
   const logs = () => `\n--- echo stdout ---\n${echo.lines.slice(-40).join('\n')}\n--- echo stderr ---\n${echo.stderr()}\n--- server stderr (tail) ---\n${server.logs().slice(-6000)}`;

@@ -1,4 +1,4 @@
-// Two Chromium pages join one relay room through the demo page and the
+// Two Chromium pages join one relay room through the relay chat page (/chat.html) and the
 // library, and talk on both channels. Delivery on "realtime" is checked as a
 // ratio over paced sends, never as "all arrived" (it is unreliable by design).
 import { test, before, after } from 'node:test';
@@ -53,8 +53,8 @@ test('two pages in one relay room talk on both channels', { timeout: TEST_TIMEOU
   const alice = await browser.newPage();
   const bob = await browser.newPage();
 
-  const aliceId = await joinViaUi(alice, server.demoUrl, { name: 'alice', room });
-  const bobId = await joinViaUi(bob, server.demoUrl, { name: 'bob', room });
+  const aliceId = await joinViaUi(alice, server.chatUrl, { name: 'alice', room });
+  const bobId = await joinViaUi(bob, server.chatUrl, { name: 'bob', room });
   assert.notEqual(aliceId, bobId);
 
   // The server confirmed the channel parameters it sees.
@@ -207,7 +207,7 @@ test('two pages in one relay room talk on both channels', { timeout: TEST_TIMEOU
 
 test('connect() rejects with the server\'s error code', { timeout: TEST_TIMEOUT_MS }, withLogs(async () => {
   const page = await browser.newPage();
-  await page.goto(server.demoUrl);
+  await page.goto(server.chatUrl);
   await page.waitForSelector('body[data-ready="true"]');
   const codes = await page.evaluate(async () => {
     const { RtcRelay } = window.rtcrelayDemo;
@@ -215,18 +215,19 @@ test('connect() rejects with the server\'s error code', { timeout: TEST_TIMEOUT_
     return {
       badRoom: await codeOf({ room: 'no spaces allowed', name: 'x' }),
       badName: await codeOf({ room: 'ok-room', name: '' }),
-      authoritative: await codeOf({ room: 'auth-room', name: 'x', kind: 'authoritative' }),
+      // Authoritative rooms seat as many as their game (4 for Dizolaur).
+      authoritative: await codeOf({ room: 'auth-room', name: 'x', kind: 'authoritative', capacity: 9 }),
     };
   });
   assert.equal(codes.badRoom, 'invalid_message');
   assert.equal(codes.badName, 'invalid_message');
-  assert.equal(codes.authoritative, 'unsupported_room_kind');
+  assert.equal(codes.authoritative, 'invalid_message');
   await page.close();
 }));
 
 test('a full room refuses the next member; sizes are checked client-side', { timeout: TEST_TIMEOUT_MS }, withLogs(async () => {
   const page = await browser.newPage();
-  await page.goto(server.demoUrl);
+  await page.goto(server.chatUrl);
   await page.waitForSelector('body[data-ready="true"]');
   const result = await page.evaluate(async () => {
     const { RtcRelay } = window.rtcrelayDemo;
@@ -270,8 +271,8 @@ test('a member whose WebRTC session dies leaves with reason "disconnected"', { t
   const room = 'relay-disconnect';
   const alice = await browser.newPage();
   const bob = await browser.newPage();
-  await joinViaUi(alice, server.demoUrl, { name: 'alice', room });
-  const bobId = await joinViaUi(bob, server.demoUrl, { name: 'bob', room });
+  await joinViaUi(alice, server.chatUrl, { name: 'alice', room });
+  const bobId = await joinViaUi(bob, server.chatUrl, { name: 'bob', room });
   await waitFor(() => alice.evaluate((id) => window.rtcrelayDemo.client.roster.has(id), bobId), { message: 'alice sees bob' });
   await alice.evaluate(() => {
     window.__left = [];

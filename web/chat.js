@@ -1,4 +1,5 @@
-// The demo page: join a relay room, see who is there, chat on either channel.
+// The relay chat page (/chat.html): join a relay room, see who is there, chat
+// on either channel.
 // Test hook: window.rtcrelayDemo (client, received messages, join/leave/send).
 import { RtcRelay, RtcRelayError } from '/client/rtcrelay.js';
 
