@@ -7,8 +7,9 @@
 //!            other bits zero
 //! 2      4   tick u32: the server tick this state is from
 //! 6      4   baseline u32: the snapshot tick this is a delta against (0 if full)
-//! 10     4   input_ack u32: every input of this client for ticks <= input_ack
-//!            has been received or is no longer needed (its tick was simulated)
+//! 10     4   input_ack u32: no input of this client for a tick <= input_ack
+//!            is worth sending again: each was received, or is too old for
+//!            the game to take late (docs/protocol.md 3.4)
 //! 14     ... removed: varint count, then that many varint id gaps
 //!            (first id, then each id minus the previous one)
 //!        ... updated: varint count, then per entity, in ascending id order:

@@ -291,10 +291,26 @@ impl InputBuffer {
         (self.repeat.as_slice(), missing)
     }
 
-    /// The largest `t` such that every tick `<= t` was received or already
-    /// simulated: `last`, extended while `t + 1` is stored.
+    /// The largest `t` such that the client need not send any input for a
+    /// tick `<= t` again: every such tick was received, or is too old for
+    /// the game to take late (at or before `last - max_rewind`, or not
+    /// after the join). Acking a simulated but never received tick would
+    /// stop the client resending an input that lag compensation could still
+    /// apply.
     pub fn input_ack(&self) -> u32 {
-        let mut t = self.last;
+        let mut t = self
+            .last
+            .saturating_sub(self.max_rewind)
+            .max(self.joined_at)
+            .min(self.last);
+        while t < self.last {
+            // `age < max_rewind <= HISTORY_TICKS`: inside the bit set.
+            let age = self.last - (t + 1);
+            if self.received_past & (1u128 << age) == 0 {
+                return t;
+            }
+            t += 1;
+        }
         for &tick in self.stored.keys() {
             if Some(tick) != t.checked_add(1) {
                 break;
@@ -431,6 +447,32 @@ mod tests {
         b.take_next();
         b.take_next(); // 13 missing
         assert_eq!(b.input_ack(), 14);
+    }
+
+    #[test]
+    fn input_ack_waits_for_ticks_the_game_could_still_take_late() {
+        let mut b = buffer(10, 8);
+        for _ in 0..3 {
+            b.take_next(); // 11, 12, 13 missing
+        }
+        assert_eq!(
+            b.input_ack(),
+            10,
+            "11 is missing and could still be late-applied"
+        );
+        assert_eq!(b.offer(11, &[1]), InputOutcome::LateApplied);
+        assert_eq!(b.input_ack(), 11);
+        b.offer(12, &[1]);
+        b.offer(13, &[1]);
+        b.offer(14, &[1]);
+        assert_eq!(b.input_ack(), 14, "past and stored ticks, contiguous");
+        for _ in 0..10 {
+            b.take_next(); // 14 received, 15..=23 missing
+        }
+        // Ticks 15 and older are out of the rewind window (23 - 8).
+        assert_eq!(b.input_ack(), 15);
+        assert_eq!(b.offer(16, &[1]), InputOutcome::LateApplied);
+        assert_eq!(b.input_ack(), 16);
     }
 
     #[test]
