@@ -124,7 +124,10 @@ mod tests {
     #[test]
     fn fnv1a_matches_the_reference_values() {
         assert_eq!(StateHasher::new().finish(), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(StateHasher::new().bytes(b"a").finish(), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(
+            StateHasher::new().bytes(b"a").finish(),
+            0xaf63_dc4c_8601_ec8c
+        );
         assert_eq!(
             StateHasher::new().bytes(b"foobar").finish(),
             0x8594_4171_f739_67e8
