@@ -1,0 +1,27 @@
+//! rtcrelay's bundled TURN server, built around the `turn` crate (0.17.2).
+//! That crate has no peer filter, no quotas and no TCP/TLS listeners; we add
+//! them through its extension points (`AuthHandler`,
+//! `RelayAddressGenerator`, `Conn`) instead of copying it.
+//!
+//! - [`config`]: the `[turn]` configuration model and its validation; every
+//!   error names its key.
+//! - [`credentials`]: TURN REST API credentials (coturn's
+//!   `use-auth-secret`: `expiry[:user]` + base64(HMAC-SHA1)) and static
+//!   users; minting for signaling, checking for the server (`AuthHandler`).
+//! - [`policy`]: [`PeerPolicy`], which peer addresses a client may relay to
+//!   (loopback, private ranges and the server's own addresses denied by
+//!   default; IPv4-mapped IPv6 normalised).
+//! - [`relay_conn`]: the policy on the crate's packet paths: a policed relay
+//!   socket `Conn` (drops and counts denied datagrams, counts traffic), a
+//!   `RelayAddressGenerator` for the relay IP and port range, and a listener
+//!   `Conn` guard that answers CreatePermission/ChannelBind for denied peers
+//!   with 403.
+
+pub mod config;
+pub mod credentials;
+pub mod policy;
+pub mod relay_conn;
+
+pub use config::TurnConfig;
+pub use credentials::Credentials;
+pub use policy::PeerPolicy;
