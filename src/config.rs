@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::Value;
 use figment::Figment;
 use rtcrelay_protocol::limits::MAX_ROOM_CAPACITY;
 use rtcrelay_protocol::signaling::IceServer;
@@ -27,6 +28,9 @@ pub struct Config {
     pub signaling: SignalingConfig,
     pub game: GameConfig,
     pub log: LogConfig,
+    /// The bundled TURN server; validated by `rtcrelay_turn` (errors name
+    /// `turn.*` keys).
+    pub turn: rtcrelay_turn::TurnConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,7 +192,7 @@ impl Config {
     /// Loads the layers; `overrides` are (dotted key, value) pairs from flags.
     pub fn load(
         file: Option<&Path>,
-        overrides: &[(&'static str, String)],
+        overrides: &[(&'static str, Value)],
     ) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
@@ -316,6 +320,9 @@ impl Config {
                 game.name
             ));
         }
+        if let Err(turn) = self.turn.validate() {
+            problems.extend(turn);
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -413,6 +420,46 @@ mod tests {
             .expect("a wildcard listen with a public address is fine");
         let e = load_toml("[http\n").unwrap_err();
         assert!(e.contains("TOML"), "{e}");
+    }
+
+    #[test]
+    fn turn_section_layers_and_names_its_keys() {
+        let c = Config::load(None, &[]).unwrap();
+        assert!(c.turn.enabled);
+        assert_eq!(c.turn.listen_udp, vec!["127.0.0.1:3478".parse().unwrap()]);
+        assert!(c.turn.listen_tcp.is_empty(), "TCP is not served yet");
+        let c = load_toml(
+            "[turn]\nrelay_ports = \"50000-50100\"\n[turn.auth]\nusers = { alice = \"pw\" }\n\
+             [turn.peers]\nallow_loopback = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.turn.relay_ports.low, 50000);
+        assert!(c.turn.peers.allow_loopback);
+        let c = Config::load(
+            None,
+            &[
+                ("turn.listen_udp", vec!["127.0.0.1:0"].into()),
+                ("turn.enabled", false.into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.turn.listen_udp[0].port(), 0);
+        assert!(!c.turn.enabled);
+        for (toml, key) in [
+            ("[turn]\nrelay_ports = \"9-1\"\n", "turn.relay_ports"),
+            ("[turn]\nuser_quota = 0\n", "turn.user_quota"),
+            ("[turn]\nrelay_ip = \"0.0.0.0\"\n", "turn.external_ip"),
+            ("[turn.auth]\nusers = { bob = \"\" }\n", "turn.auth.users"),
+            ("[turn.peers]\ndeny = [\"x/8\"]\n", "turn.peers.deny"),
+        ] {
+            let e = load_toml(toml).unwrap_err();
+            assert!(
+                e.contains(&format!("config error: key `{key}`")),
+                "{toml}: {e}"
+            );
+        }
+        let e = load_toml("[turn]\nrelam = \"x\"\n").unwrap_err();
+        assert!(e.contains("relam"), "{e}");
     }
 
     #[test]

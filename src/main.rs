@@ -1,18 +1,24 @@
-//! `rtcrelay`: one binary for signaling, the server WebRTC peer and (later)
-//! TURN. `rtcrelay serve` runs everything with embedded defaults.
+//! `rtcrelay`: one binary for signaling, the server WebRTC peer and the
+//! bundled TURN server. `rtcrelay serve` runs everything with embedded
+//! defaults; `rtcrelay turn` runs the TURN server alone.
 
 mod config;
 
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use figment::value::Value;
 use prometheus_client::registry::Registry;
+use rtcrelay_protocol::signaling::IceServer;
+use rtcrelay_protocol::PeerId;
 use rtcrelay_relay::{Relay, RelayMetrics};
-use rtcrelay_signaling::AppState;
+use rtcrelay_signaling::{AppState, IceServerMinter};
+use rtcrelay_turn::{TurnMetrics, TurnMinter, TurnServer};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
@@ -33,8 +39,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run signaling (HTTP + WebSocket) and the server peer (UDP).
+    /// Run signaling (HTTP + WebSocket), the server peer (UDP) and the
+    /// bundled TURN server.
     Serve(ServeArgs),
+    /// Run the bundled TURN server alone (needs turn.auth.secrets or
+    /// turn.auth.users in the configuration). SIGHUP reloads `[turn]`.
+    Turn(TurnArgs),
     /// Re-run a recorded match from its log (seed + accepted inputs) and
     /// check that every tick reaches the recorded state hash.
     Replay(ReplayArgs),
@@ -75,14 +85,68 @@ struct ServeArgs {
     /// Write each authoritative room's match log here [config: game.record_dir].
     #[arg(long, value_name = "DIR")]
     game_record_dir: Option<PathBuf>,
+    /// Do not run the bundled TURN server [config: turn.enabled = false].
+    #[arg(long)]
+    no_turn: bool,
+    #[command(flatten)]
+    turn: TurnFlags,
+}
+
+#[derive(Args)]
+struct TurnArgs {
+    /// TOML configuration file (its `[turn]` section; other sections are
+    /// checked but unused).
+    #[arg(long, env = "RTCRELAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Serve `/metrics` and `/healthz` over HTTP on this address (off by
+    /// default).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    turn: TurnFlags,
+}
+
+/// Flags of the `[turn]` section, shared by `serve` and `turn`.
+#[derive(Args)]
+struct TurnFlags {
+    /// TURN UDP listen address; repeat for several [config: turn.listen_udp].
+    #[arg(long, value_name = "ADDR")]
+    turn_listen_udp: Vec<SocketAddr>,
+    /// Address TURN relay sockets bind to [config: turn.relay_ip].
+    #[arg(long, value_name = "IP")]
+    turn_relay_ip: Option<IpAddr>,
+    /// Address advertised for relay sockets, for a 1:1 NAT [config: turn.external_ip].
+    #[arg(long, value_name = "IP")]
+    turn_external_ip: Option<IpAddr>,
+    /// Relay port range, e.g. 49152-65535 [config: turn.relay_ports].
+    #[arg(long, value_name = "LOW-HIGH")]
+    turn_relay_ports: Option<String>,
+}
+
+impl TurnFlags {
+    fn overrides(&self, o: &mut Vec<(&'static str, Value)>) {
+        if !self.turn_listen_udp.is_empty() {
+            let list: Vec<String> = self.turn_listen_udp.iter().map(|a| a.to_string()).collect();
+            o.push(("turn.listen_udp", list.into()));
+        }
+        if let Some(ip) = self.turn_relay_ip {
+            o.push(("turn.relay_ip", ip.to_string().into()));
+        }
+        if let Some(ip) = self.turn_external_ip {
+            o.push(("turn.external_ip", ip.to_string().into()));
+        }
+        if let Some(ports) = &self.turn_relay_ports {
+            o.push(("turn.relay_ports", ports.clone().into()));
+        }
+    }
 }
 
 impl ServeArgs {
-    fn overrides(&self) -> Vec<(&'static str, String)> {
+    fn overrides(&self) -> Vec<(&'static str, Value)> {
         let mut o = Vec::new();
         let mut add = |key, value: Option<String>| {
             if let Some(v) = value {
-                o.push((key, v));
+                o.push((key, Value::from(v)));
             }
         };
         add("http.listen", self.http_listen.map(|a| a.to_string()));
@@ -106,6 +170,18 @@ impl ServeArgs {
                 .as_ref()
                 .map(|d| d.display().to_string()),
         );
+        if self.no_turn {
+            o.push(("turn.enabled", false.into()));
+        }
+        self.turn.overrides(&mut o);
+        o
+    }
+}
+
+impl TurnArgs {
+    fn overrides(&self) -> Vec<(&'static str, Value)> {
+        let mut o = Vec::new();
+        self.turn.overrides(&mut o);
         o
     }
 }
@@ -115,28 +191,77 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Replay(args) => replay(&args),
         Command::Serve(args) => {
-            let config = match Config::load(args.config.as_deref(), &args.overrides()) {
+            let source = ConfigSource {
+                file: args.config.clone(),
+                overrides: args.overrides(),
+            };
+            let config = match source.load() {
                 Ok(config) => config,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(2);
                 }
             };
-            init_tracing(&config);
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
+            run(&config, serve(config.clone(), source))
+        }
+        Command::Turn(args) => {
+            let source = ConfigSource {
+                file: args.config.clone(),
+                overrides: args.overrides(),
+            };
+            let config = match source.load() {
+                Ok(config) => config,
                 Err(e) => {
-                    eprintln!("rtcrelay: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
                 }
             };
-            match runtime.block_on(serve(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("rtcrelay: {e:#}");
-                    ExitCode::FAILURE
-                }
+            if !config.turn.enabled {
+                eprintln!("config error: key `turn.enabled`: is false; `rtcrelay turn` has nothing to run");
+                return ExitCode::from(2);
             }
+            if !config.turn.has_configured_credentials() {
+                eprintln!(
+                    "config error: key `turn.auth.secrets`: `rtcrelay turn` needs turn.auth.secrets \
+                     (TURN REST API shared secrets) or turn.auth.users (static users); \
+                     without them nobody could authenticate"
+                );
+                return ExitCode::from(2);
+            }
+            run(
+                &config,
+                turn_alone(config.clone(), source, args.metrics_listen),
+            )
+        }
+    }
+}
+
+/// Where the configuration came from, to read it again on SIGHUP.
+struct ConfigSource {
+    file: Option<PathBuf>,
+    overrides: Vec<(&'static str, Value)>,
+}
+
+impl ConfigSource {
+    fn load(&self) -> Result<Config, config::ConfigError> {
+        Config::load(self.file.as_deref(), &self.overrides)
+    }
+}
+
+fn run(config: &Config, main: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    init_tracing(config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rtcrelay: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rtcrelay: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -198,9 +323,28 @@ fn replay(args: &ReplayArgs) -> ExitCode {
 }
 
 fn init_tracing(config: &Config) {
-    let filter = EnvFilter::try_from_env("RTCRELAY_LOG")
-        .or_else(|_| EnvFilter::try_new(&config.log.filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (text, filter) = match std::env::var("RTCRELAY_LOG") {
+        Ok(text) if EnvFilter::try_new(&text).is_ok() => {
+            let filter = EnvFilter::new(&text);
+            (text, filter)
+        }
+        _ => match EnvFilter::try_new(&config.log.filter) {
+            Ok(filter) => (config.log.filter.clone(), filter),
+            Err(_) => ("info".to_owned(), EnvFilter::new("info")),
+        },
+    };
+    // The `turn` crate logs at error level for every malformed or
+    // unauthenticated request it refuses: a log flood any client could
+    // cause. Off unless the filter names the crate (`turn=debug`).
+    let names_turn = text.split(',').any(|directive| {
+        let target = directive.trim().split(['=', '[']).next().unwrap_or("");
+        target == "turn" || target.starts_with("turn::")
+    });
+    let filter = if names_turn {
+        filter
+    } else {
+        filter.add_directive("turn=off".parse().expect("a valid directive"))
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -211,27 +355,152 @@ fn init_tracing(config: &Config) {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// Starts the bundled TURN server, logging the settings it accepts but does
+/// not apply yet.
+async fn start_turn(config: &Config, metrics: TurnMetrics) -> anyhow::Result<Arc<TurnServer>> {
+    for warning in TurnServer::start_warnings(&config.turn) {
+        tracing::warn!("config: {warning}");
+    }
+    let turn = TurnServer::start(&config.turn, metrics).await?;
+    tracing::info!(
+        urls = ?turn.urls(),
+        secrets = turn.auth().credentials().secret_count(),
+        generated_secret = config.turn.auth.secrets.is_empty(),
+        "TURN server listening"
+    );
+    Ok(Arc::new(turn))
+}
+
+/// Signaling's view of the TURN server: REST credentials for each client,
+/// with its peer id as the user id (`expiry:peer`).
+#[derive(Debug)]
+struct TurnIce(TurnMinter);
+
+impl IceServerMinter for TurnIce {
+    fn ice_servers(&self, peer: PeerId) -> Vec<IceServer> {
+        match self.0.mint(&peer.to_string()) {
+            Ok(minted) if !minted.urls.is_empty() => vec![IceServer {
+                urls: minted.urls,
+                username: Some(minted.username),
+                credential: Some(minted.credential),
+            }],
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                tracing::warn!(%peer, "cannot mint TURN credentials: {e}");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// On each SIGHUP, reads the configuration again and applies its `[turn]`
+/// section to `turn` (when TURN runs). A configuration that does not load,
+/// or that the TURN server refuses, is logged and the running one stays.
+/// `standalone` (`rtcrelay turn`) also refuses a configuration without
+/// secrets or users, as at startup.
+fn reload_on_sighup(
+    source: ConfigSource,
+    turn: Option<Arc<TurnServer>>,
+    metrics: TurnMetrics,
+    standalone: bool,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGHUP, no config reload: {e}");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let Some(turn) = &turn else {
+                    tracing::info!("SIGHUP: TURN is not running; nothing to reload");
+                    continue;
+                };
+                let config = match source.load() {
+                    Ok(config) if standalone && !config.turn.has_configured_credentials() => {
+                        metrics.reloaded(false);
+                        tracing::error!(
+                            "SIGHUP: configuration not reloaded, keeping the running one: \
+                             key `turn.auth.secrets`: `rtcrelay turn` needs turn.auth.secrets \
+                             or turn.auth.users"
+                        );
+                        continue;
+                    }
+                    Ok(config) => config,
+                    Err(e) => {
+                        metrics.reloaded(false);
+                        tracing::error!(
+                            "SIGHUP: configuration not reloaded, keeping the running one:\n{e}"
+                        );
+                        continue;
+                    }
+                };
+                match turn.reload(&config.turn) {
+                    Ok(warnings) => {
+                        metrics.reloaded(true);
+                        for warning in warnings {
+                            tracing::warn!("SIGHUP: {warning}");
+                        }
+                        tracing::info!(
+                            secrets = turn.auth().credentials().secret_count(),
+                            "SIGHUP: [turn] reloaded (credentials, peer policy, quotas, bandwidth cap); \
+                             other sections need a restart"
+                        );
+                    }
+                    Err(e) => {
+                        metrics.reloaded(false);
+                        tracing::error!(
+                            "SIGHUP: [turn] not reloaded, keeping the running one: {e}"
+                        );
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (source, turn, metrics, standalone);
+}
+
+async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     use anyhow::Context;
 
     let mut registry = Registry::with_prefix("rtcrelay");
     let relay_metrics = RelayMetrics::default();
     relay_metrics.register(&mut registry);
+    let turn_metrics = TurnMetrics::default();
 
     let relay = Relay::start(config.relay(), relay_metrics)
         .await
         .with_context(|| format!("cannot bind relay UDP {}", config.relay.listen))?;
-    let state = AppState::new(config.signaling(), relay.host(), registry);
+    let turn = if config.turn.enabled {
+        turn_metrics.register(&mut registry);
+        Some(start_turn(&config, turn_metrics.clone()).await?)
+    } else {
+        None
+    };
+    let mut signaling = config.signaling();
+    if let Some(turn) = &turn {
+        signaling.ice_minter = Some(Arc::new(TurnIce(turn.minter())));
+    }
+    let state = AppState::new(signaling, relay.host(), registry);
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on HTTP {}", config.http.listen))?;
     let http = listener.local_addr()?;
+    reload_on_sighup(source, turn.clone(), turn_metrics, false);
 
     // Tests and scripts parse these lines; keep their shape.
     let mut out = std::io::stdout().lock();
     writeln!(out, "rtcrelay {} ready", env!("CARGO_PKG_VERSION"))?;
     writeln!(out, "demo: http://{http}/")?;
     writeln!(out, "signaling: ws://{http}/ws")?;
+    for url in turn.iter().flat_map(|t| t.urls()) {
+        writeln!(out, "turn: {url}")?;
+    }
     writeln!(out, "relay: udp://{}", relay.local_addr())?;
     out.flush()?;
     drop(out);
@@ -253,9 +522,90 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(turn) = &turn {
+        turn.shutdown().await;
+    }
     relay.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `rtcrelay turn`: the TURN server alone, optionally with `/metrics`.
+async fn turn_alone(
+    config: Config,
+    source: ConfigSource,
+    metrics_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+
+    let mut registry = Registry::with_prefix("rtcrelay");
+    let metrics = TurnMetrics::default();
+    metrics.register(&mut registry);
+    let turn = start_turn(&config, metrics.clone()).await?;
+    let http = match metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on HTTP {addr} (--metrics-listen)"))?;
+            let local = listener.local_addr()?;
+            let router = metrics_router(Arc::new(registry));
+            tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
+                listener, router,
+            )));
+            Some(local)
+        }
+        None => None,
+    };
+    reload_on_sighup(source, Some(Arc::clone(&turn)), metrics, true);
+
+    // Tests and scripts parse these lines; keep their shape.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "rtcrelay {} TURN ready", env!("CARGO_PKG_VERSION"))?;
+    for url in turn.urls() {
+        writeln!(out, "turn: {url}")?;
+    }
+    if let Some(http) = http {
+        writeln!(out, "metrics: http://{http}/metrics")?;
+    }
+    out.flush()?;
+    drop(out);
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    turn.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `/metrics` (Prometheus text) and `/healthz` for `rtcrelay turn`.
+fn metrics_router(registry: Arc<Registry>) -> axum::Router {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = Arc::clone(&registry);
+                async move {
+                    let mut body = String::new();
+                    if prometheus_client::encoding::text::encode(&mut body, &registry).is_err() {
+                        return (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed")
+                            .into_response();
+                    }
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                        .into_response()
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "{\"status\":\"ok\"}" }))
 }
 
 /// Resolves on SIGINT or SIGTERM.

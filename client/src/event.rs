@@ -95,7 +95,9 @@ pub(crate) fn decode_message(
     data: BytesMut,
 ) -> ClientEvent {
     match kind {
-        RoomKind::Relay => decode_frame(channel, data),
+        // P2p rooms have no server session (signaling refuses the offer),
+        // so nothing arrives here for them; frame as relay rooms do.
+        RoomKind::Relay | RoomKind::P2p => decode_frame(channel, data),
         RoomKind::Authoritative => decode_server_message(channel, text, data),
     }
 }

@@ -18,8 +18,12 @@ use crate::limits::{MAX_CANDIDATE_BYTES, MAX_ROOM_CAPACITY, MAX_SDP_BYTES};
 pub enum RoomKind {
     /// Every message is forwarded to all other members (a data SFU).
     Relay,
-    /// The server runs the game; not served by v1 servers yet.
+    /// The server runs the game.
     Authoritative,
+    /// Peer-to-peer: members connect to each other (a full mesh) and the
+    /// server only forwards their `signal` messages; it has no WebRTC
+    /// session with them.
+    P2p,
 }
 
 impl RoomKind {
@@ -27,6 +31,7 @@ impl RoomKind {
         match self {
             RoomKind::Relay => "relay",
             RoomKind::Authoritative => "authoritative",
+            RoomKind::P2p => "p2p",
         }
     }
 }
@@ -60,11 +65,20 @@ pub enum ClientMessage {
     Leave,
     /// Liveness and RTT probe; answered by `pong` with the same id.
     Ping { id: u32 },
+    /// P2p rooms only: a WebRTC signaling payload (SDP offer or answer, ICE
+    /// candidate, ...) for another member, forwarded to it as
+    /// [`ServerMessage::Signal`]. `data` is opaque to the server but must be
+    /// a JSON object.
+    Signal { to: PeerId, data: SignalData },
 }
+
+/// The payload of a `signal`: any JSON object, forwarded unchanged.
+pub type SignalData = serde_json::Map<String, serde_json::Value>;
 
 /// The `type` values of [`ClientMessage`], for telling an unknown type from a
 /// malformed known one.
-pub const CLIENT_MESSAGE_TYPES: &[&str] = &["join", "offer", "candidate", "leave", "ping"];
+pub const CLIENT_MESSAGE_TYPES: &[&str] =
+    &["join", "offer", "candidate", "leave", "ping", "signal"];
 
 /// Messages the server sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +128,11 @@ pub enum ServerMessage {
     },
     Pong {
         id: u32,
+    },
+    /// P2p rooms: another member's `signal` for you; `from` is its peer id.
+    Signal {
+        from: PeerId,
+        data: SignalData,
     },
 }
 
@@ -231,6 +250,14 @@ pub enum ErrorCode {
     /// The server peer is not available (shutting down, overloaded).
     Unavailable,
     Internal,
+    /// A `signal` whose `to` is not another member of your room.
+    PeerNotFound,
+    /// A message your room's kind does not take: `signal` outside a p2p
+    /// room, `offer` or `candidate` (for the server peer) in a p2p room.
+    WrongRoomKind,
+    /// Too many `signal` bytes to one member in too short a time; the
+    /// message was dropped.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -255,6 +282,9 @@ impl ErrorCode {
         ErrorCode::ChannelRejected,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::PeerNotFound,
+        ErrorCode::WrongRoomKind,
+        ErrorCode::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -278,6 +308,9 @@ impl ErrorCode {
             ErrorCode::ChannelRejected => "channel_rejected",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::PeerNotFound => "peer_not_found",
+            ErrorCode::WrongRoomKind => "wrong_room_kind",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }
@@ -366,7 +399,7 @@ fn validate(msg: &ClientMessage) -> Result<(), DecodeError> {
                 return invalid("candidate: mid longer than 32 bytes".into());
             }
         }
-        ClientMessage::Leave | ClientMessage::Ping { .. } => {}
+        ClientMessage::Leave | ClientMessage::Ping { .. } | ClientMessage::Signal { .. } => {}
     }
     Ok(())
 }
@@ -476,6 +509,76 @@ mod tests {
         assert_eq!(
             left.to_json(),
             r#"{"type":"peer_left","peer_id":3,"reason":"disconnected"}"#
+        );
+    }
+
+    #[test]
+    fn decodes_p2p_join_and_signal() {
+        let m = decode_client_message(
+            r#"{"type":"join","version":1,"room":"r1","kind":"p2p","name":"ada"}"#,
+            MAX,
+        )
+        .unwrap();
+        assert!(matches!(
+            m,
+            ClientMessage::Join {
+                kind: RoomKind::P2p,
+                ..
+            }
+        ));
+        assert_eq!(RoomKind::P2p.as_str(), "p2p");
+        assert_eq!(serde_json::to_string(&RoomKind::P2p).unwrap(), r#""p2p""#);
+
+        let m = decode_client_message(
+            r#"{"type":"signal","to":7,"data":{"type":"offer","sdp":"v=0\r\n"}}"#,
+            MAX,
+        )
+        .unwrap();
+        let ClientMessage::Signal { to, data } = m else {
+            panic!("not a signal: {m:?}");
+        };
+        assert_eq!(to, PeerId(7));
+        assert_eq!(data["type"], "offer");
+        assert_eq!(data["sdp"], "v=0\r\n");
+
+        // `data` must be an object; `to` a peer id.
+        for bad in [
+            r#"{"type":"signal","to":7}"#,
+            r#"{"type":"signal","to":7,"data":"offer"}"#,
+            r#"{"type":"signal","to":7,"data":[1]}"#,
+            r#"{"type":"signal","to":7,"data":null}"#,
+            r#"{"type":"signal","to":-1,"data":{}}"#,
+            r#"{"type":"signal","to":"7","data":{}}"#,
+            r#"{"type":"signal","data":{}}"#,
+        ] {
+            assert_eq!(code_of(bad), ErrorCode::InvalidMessage, "{bad}");
+        }
+        let long = format!(
+            r#"{{"type":"signal","to":7,"data":{{"sdp":"{}"}}}}"#,
+            "x".repeat(MAX)
+        );
+        assert_eq!(code_of(&long), ErrorCode::MessageTooLarge);
+    }
+
+    #[test]
+    fn server_signal_has_stable_json() {
+        let mut data = SignalData::new();
+        data.insert(
+            "candidate".into(),
+            "candidate:1 1 udp 1 10.0.0.1 9 typ host".into(),
+        );
+        data.insert("sdpMid".into(), "0".into());
+        let msg = ServerMessage::Signal {
+            from: PeerId(3),
+            data,
+        };
+        assert_eq!(
+            msg.to_json(),
+            r#"{"type":"signal","from":3,"data":{"candidate":"candidate:1 1 udp 1 10.0.0.1 9 typ host","sdpMid":"0"}}"#
+        );
+        assert_eq!(
+            ServerMessage::error(ErrorCode::PeerNotFound, "x").to_json(),
+            r#"{"type":"error","code":"peer_not_found","message":"x","fatal":false}"#
         );
     }
 

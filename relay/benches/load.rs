@@ -208,6 +208,7 @@ impl Server {
                 "127.0.0.1:0",
                 "--relay-listen",
                 "127.0.0.1:0",
+                "--no-turn",
             ])
             .env(
                 "RTCRELAY_LOG",

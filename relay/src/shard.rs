@@ -335,7 +335,9 @@ impl Shard {
         let now = Instant::now();
         let mut refused = None;
         let game = match s.kind {
-            RoomKind::Relay => None,
+            // Signaling opens no server sessions for p2p rooms (their members
+            // connect to each other); were one opened, it would just relay.
+            RoomKind::Relay | RoomKind::P2p => None,
             RoomKind::Authoritative => match self.seat(&s.room, s.peer, &s.name, now) {
                 Ok(key) => Some(key),
                 Err(reason) => {

@@ -1,7 +1,18 @@
 use rtcrelay_protocol::limits::{
     DEFAULT_MAX_SIGNALING_MESSAGE_BYTES, DEFAULT_ROOM_CAPACITY, MAX_ROOM_CAPACITY,
 };
+use std::fmt;
+use std::sync::Arc;
+
 use rtcrelay_protocol::signaling::IceServer;
+use rtcrelay_protocol::PeerId;
+
+/// Mints ICE servers for one client, e.g. short-lived TURN credentials of
+/// the bundled TURN server. Implementations must never log credentials.
+pub trait IceServerMinter: Send + Sync + fmt::Debug {
+    /// The ICE servers for `peer`; empty when none can be minted.
+    fn ice_servers(&self, peer: PeerId) -> Vec<IceServer>;
+}
 
 /// Signaling settings; the binary fills this from its config file.
 #[derive(Debug, Clone)]
@@ -20,6 +31,9 @@ pub struct SignalingConfig {
     pub max_rooms: usize,
     /// Handed to every client in `welcome`.
     pub ice_servers: Vec<IceServer>,
+    /// Mints per-client ICE servers (the bundled TURN server's credentials),
+    /// put in `welcome` before `ice_servers`. `None`: only `ice_servers`.
+    pub ice_minter: Option<Arc<dyn IceServerMinter>>,
     /// Messages queued for one slow client before it is disconnected.
     pub outbound_queue: usize,
 }
@@ -33,7 +47,22 @@ impl Default for SignalingConfig {
             game_seats: 4,
             max_rooms: 10_000,
             ice_servers: Vec::new(),
+            ice_minter: None,
             outbound_queue: 256,
         }
+    }
+}
+
+impl SignalingConfig {
+    /// The `welcome.ice_servers` of `peer`: minted ones first, then the
+    /// configured ones.
+    pub fn ice_servers_for(&self, peer: PeerId) -> Vec<IceServer> {
+        let mut servers = self
+            .ice_minter
+            .as_ref()
+            .map(|m| m.ice_servers(peer))
+            .unwrap_or_default();
+        servers.extend(self.ice_servers.iter().cloned());
+        servers
     }
 }

@@ -16,6 +16,6 @@ pub mod session;
 mod assets;
 mod http;
 
-pub use config::SignalingConfig;
+pub use config::{IceServerMinter, SignalingConfig};
 pub use http::{router, AppState};
 pub use metrics::SignalingMetrics;

@@ -28,6 +28,8 @@ pub struct SignalingMetrics {
     pub errors: Family<CodeLabel, Counter>,
     /// Clients disconnected because they did not read their messages.
     pub slow_clients: Counter,
+    /// `signal` messages forwarded between members of p2p rooms.
+    pub signals_forwarded: Counter,
 }
 
 impl SignalingMetrics {
@@ -59,6 +61,11 @@ impl SignalingMetrics {
             "slow_clients",
             "Clients disconnected for not reading their messages",
             self.slow_clients.clone(),
+        );
+        r.register(
+            "signals_forwarded",
+            "Signal messages forwarded between members of peer-to-peer rooms",
+            self.signals_forwarded.clone(),
         );
         // Every code appears from the start, so a dashboard can rate() it
         // before the first error happens.

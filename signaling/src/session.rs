@@ -7,12 +7,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
-use rtcrelay_protocol::signaling::{decode_client_message, is_mdns_candidate, LeaveReason};
+use rtcrelay_protocol::signaling::{
+    decode_client_message, is_mdns_candidate, LeaveReason, SignalData,
+};
 use rtcrelay_protocol::{
     ClientMessage, ErrorCode, PeerId, RoomId, RoomKind, ServerMessage, PROTOCOL_VERSION,
 };
@@ -35,6 +37,30 @@ const TRANSPORT_LIMIT_FACTOR: usize = 4;
 /// How long the closing handshake may take. A client that stopped reading
 /// never lets it finish; the connection is dropped after this.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Each member may send another member this many bytes of `signal`
+/// messages at once (a WebRTC offer or answer plus its candidates is a few
+/// KiB)...
+const SIGNAL_BURST_BYTES: f64 = 64.0 * 1024.0;
+/// ...and this many more per second, so that one member cannot flood
+/// another's signaling connection (and get it disconnected as too slow).
+const SIGNAL_BYTES_PER_SEC: f64 = 16.0 * 1024.0;
+/// Budgets kept before the full (idle) ones are forgotten.
+const SIGNAL_BUDGETS_KEPT: usize = 128;
+
+/// A token bucket of `signal` bytes towards one member.
+struct SignalBudget {
+    bytes: f64,
+    at: Instant,
+}
+
+impl SignalBudget {
+    fn refill(&mut self, now: Instant) {
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * SIGNAL_BYTES_PER_SEC;
+        self.bytes = (self.bytes + earned).min(SIGNAL_BURST_BYTES);
+        self.at = now;
+    }
+}
 
 /// A session's outbox, as other sessions see it.
 struct Outbox {
@@ -97,6 +123,8 @@ struct Membership {
     name: String,
     /// Events of the current WebRTC session, if one was negotiated.
     webrtc: Option<mpsc::UnboundedReceiver<SessionEvent>>,
+    /// P2p rooms: what this member may still `signal` to each other one.
+    signal_budgets: HashMap<PeerId, SignalBudget>,
 }
 
 /// What the loop should do after handling something.
@@ -197,7 +225,7 @@ impl Session {
             };
         self.state.metrics.messages_in.inc();
         match decode_client_message(&text, self.state.config.max_message_bytes) {
-            Ok(msg) => self.on_client_message(msg).await,
+            Ok(msg) => self.on_client_message(msg, text.len()).await,
             Err(e) if e.code == ErrorCode::MessageTooLarge => {
                 self.fatal(e.code, &e.message).await;
                 Flow::Close(CLOSE_TOO_BIG, "message too large")
@@ -206,7 +234,8 @@ impl Session {
         }
     }
 
-    async fn on_client_message(&mut self, msg: ClientMessage) -> Flow {
+    /// `len`: the message's size on the wire.
+    async fn on_client_message(&mut self, msg: ClientMessage, len: usize) -> Flow {
         match msg {
             ClientMessage::Join {
                 version,
@@ -227,6 +256,7 @@ impl Session {
                 Flow::Continue
             }
             ClientMessage::Ping { id } => self.send(&ServerMessage::Pong { id }).await,
+            ClientMessage::Signal { to, data } => self.signal(to, data, len).await,
         }
     }
 
@@ -250,7 +280,9 @@ impl Session {
         let config = &self.state.config;
         // An authoritative room seats as many people as its game does.
         let (default_capacity, max_capacity) = match kind {
-            RoomKind::Relay => (config.default_room_capacity, config.max_room_capacity),
+            RoomKind::Relay | RoomKind::P2p => {
+                (config.default_room_capacity, config.max_room_capacity)
+            }
             RoomKind::Authoritative => (config.game_seats, config.game_seats),
         };
         if max_capacity == 0 {
@@ -291,6 +323,7 @@ impl Session {
             kind,
             name: name.clone(),
             webrtc: None,
+            signal_budgets: HashMap::new(),
         });
         let welcome = ServerMessage::Welcome {
             version: PROTOCOL_VERSION,
@@ -299,7 +332,7 @@ impl Session {
             kind,
             capacity: joined.capacity,
             roster: joined.roster,
-            ice_servers: self.state.config.ice_servers.clone(),
+            ice_servers: self.state.config.ice_servers_for(self.peer),
         };
         let flow = self.send(&welcome).await;
         self.broadcast(
@@ -318,6 +351,15 @@ impl Session {
                 .error(ErrorCode::NotJoined, "offer: join a room first")
                 .await;
         };
+        if membership.kind == RoomKind::P2p {
+            return self
+                .error(
+                    ErrorCode::WrongRoomKind,
+                    "offer: a p2p room has no server peer; send your offer to a member \
+                     in a signal message",
+                )
+                .await;
+        }
         if membership.webrtc.is_some() {
             return self
                 .error(
@@ -366,6 +408,15 @@ impl Session {
                 .error(ErrorCode::NotJoined, "candidate: join a room first")
                 .await;
         };
+        if membership.kind == RoomKind::P2p {
+            return self
+                .error(
+                    ErrorCode::WrongRoomKind,
+                    "candidate: a p2p room has no server peer; send your candidates to a \
+                     member in signal messages",
+                )
+                .await;
+        }
         if membership.webrtc.is_none() {
             return self
                 .error(ErrorCode::NoSession, "candidate: send an offer first")
@@ -385,6 +436,73 @@ impl Session {
             Ok(()) => Flow::Continue,
             Err(e) => self.error(session_error_code(&e), e.to_string()).await,
         }
+    }
+
+    /// P2p rooms: forwards `data` to another member of the room, as
+    /// `signal` with our peer id as `from`. `len`: the message's size.
+    async fn signal(&mut self, to: PeerId, data: SignalData, len: usize) -> Flow {
+        let Some(membership) = &mut self.membership else {
+            return self
+                .error(ErrorCode::NotJoined, "signal: join a p2p room first")
+                .await;
+        };
+        if membership.kind != RoomKind::P2p {
+            let msg = format!(
+                "signal: only p2p rooms take signal messages; room {} is a {} room",
+                membership.room,
+                membership.kind.as_str()
+            );
+            return self.error(ErrorCode::WrongRoomKind, msg).await;
+        }
+        if to == self.peer {
+            return self
+                .error(ErrorCode::PeerNotFound, "signal: to is your own peer id")
+                .await;
+        }
+        if !self.state.rooms.members(&membership.room).contains(&to) {
+            let msg = format!("signal: peer {to} is not in room {}", membership.room);
+            return self.error(ErrorCode::PeerNotFound, msg).await;
+        }
+        let now = Instant::now();
+        let budgets = &mut membership.signal_budgets;
+        if budgets.len() >= SIGNAL_BUDGETS_KEPT {
+            budgets.retain(|_, b| {
+                b.refill(now);
+                b.bytes < SIGNAL_BURST_BYTES
+            });
+        }
+        let budget = budgets.entry(to).or_insert(SignalBudget {
+            bytes: SIGNAL_BURST_BYTES,
+            at: now,
+        });
+        budget.refill(now);
+        let cost = len as f64;
+        if budget.bytes < cost {
+            let msg = format!(
+                "signal: more than {} KiB of signal messages to peer {to} at once \
+                 ({} KiB/s after that); this one was dropped",
+                SIGNAL_BURST_BYTES as usize / 1024,
+                SIGNAL_BYTES_PER_SEC as usize / 1024
+            );
+            return self.error(ErrorCode::RateLimited, msg).await;
+        }
+        budget.bytes -= cost;
+        // Queued behind the `peer_joined` that announced us to `to` (sent
+        // when we joined, before this session read anything else), so the
+        // target always knows the sender. A target that left meanwhile
+        // simply has no outbox any more.
+        if self.state.outboxes.send(
+            to,
+            ServerMessage::Signal {
+                from: self.peer,
+                data,
+            },
+        ) {
+            self.state.metrics.signals_forwarded.inc();
+        } else {
+            tracing::debug!(peer = %to, "outbox full; that client will be disconnected");
+        }
+        Flow::Continue
     }
 
     async fn on_session_event(&mut self, event: SessionEvent) -> Flow {

@@ -310,10 +310,12 @@ impl Ws {
     }
 
     async fn join(&mut self, room: &str, name: &str) -> Value {
-        self.send(
-            json!({"type": "join", "version": 1, "room": room, "kind": "relay", "name": name}),
-        )
-        .await;
+        self.join_kind(room, "relay", name).await
+    }
+
+    async fn join_kind(&mut self, room: &str, kind: &str, name: &str) -> Value {
+        self.send(json!({"type": "join", "version": 1, "room": room, "kind": kind, "name": name}))
+            .await;
         let welcome = self.expect("welcome").await;
         let peer = PeerId(welcome["peer_id"].as_u64().unwrap() as u32);
         if let Some(before) = self.peer {
@@ -836,4 +838,313 @@ async fn room_gauges_follow_joins_and_leaves() {
     c.leave().await;
     c.ping(2).await;
     assert_eq!(server.room_gauges().await, (0.0, 0.0));
+}
+
+// ---------------------------------------------------------------------------
+// 8. Peer-to-peer rooms: signal forwarding
+
+/// An SDP-ish payload with the JSON a browser sends: nested objects, numbers,
+/// escapes and non-ASCII text must all arrive unchanged.
+fn offer_data(n: u32) -> Value {
+    json!({
+        "description": {"type": "offer", "sdp": format!("v=0\r\no=- {n} 2 IN IP4 127.0.0.1\r\n")},
+        "n": n,
+        "nested": {"list": [1, 2.5, -3, null, true, "ü\"\\"]},
+    })
+}
+
+fn signal_from(msg: &Value) -> u32 {
+    assert_eq!(msg["type"], "signal", "{msg}");
+    msg["from"].as_u64().expect("from") as u32
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_signals_reach_the_named_member_only() {
+    let server = Server::start().await;
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    let mut c = server.connect().await;
+    let welcome = a.join_kind("p1", "p2p", "ada").await;
+    assert_eq!(welcome["kind"], "p2p");
+    assert_eq!(welcome["capacity"], 4, "relay rooms' default capacity");
+    assert_eq!(welcome["ice_servers"], json!([]));
+
+    // The newcomer offers to each member of its roster...
+    let welcome = b.join_kind("p1", "p2p", "bob").await;
+    assert_eq!(roster_ids(&welcome), [a.id()]);
+    b.send(json!({"type": "signal", "to": a.id(), "data": offer_data(1)}))
+        .await;
+    // ...who heard of it first, then gets the signal with `from` added.
+    a.expect_peer_joined(b.peer()).await;
+    let got = a.expect("signal").await;
+    assert_eq!(
+        got,
+        json!({"type": "signal", "from": b.id(), "data": offer_data(1)})
+    );
+    // The answer goes back the same way.
+    let answer = json!({"description": {"type": "answer", "sdp": "v=0\r\n"}});
+    a.send(json!({"type": "signal", "to": b.id(), "data": answer}))
+        .await;
+    let got = b.expect("signal").await;
+    assert_eq!(signal_from(&got), a.id());
+    assert_eq!(got["data"], answer);
+    // Candidates, including the end-of-candidates marker, are just data.
+    let candidate = json!({"candidate": {"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host", "sdpMid": "0", "sdpMLineIndex": 0}});
+    let end = json!({"candidate": null});
+    for data in [&candidate, &end] {
+        b.send(json!({"type": "signal", "to": a.id(), "data": data}))
+            .await;
+    }
+    for data in [&candidate, &end] {
+        let got = a.expect("signal").await;
+        assert_eq!(signal_from(&got), b.id());
+        assert_eq!(&got["data"], data);
+    }
+
+    // A third member offers to both; each gets only its own.
+    let welcome = c.join_kind("p1", "p2p", "cy").await;
+    assert_eq!(roster_ids(&welcome), [a.id(), b.id()]);
+    for (to, n) in [(a.id(), 10), (b.id(), 11)] {
+        c.send(json!({"type": "signal", "to": to, "data": offer_data(n)}))
+            .await;
+    }
+    for (ws, n) in [(&mut a, 10), (&mut b, 11)] {
+        ws.expect_peer_joined(c.peer()).await;
+        let got = ws.expect("signal").await;
+        assert_eq!(signal_from(&got), c.id());
+        assert_eq!(got["data"], offer_data(n));
+    }
+    for ws in [&mut a, &mut b, &mut c] {
+        let before = ws.ping(1).await;
+        assert!(before.is_empty(), "{:?} got {before:?}", ws.peer);
+    }
+
+    // Nothing reached the server peer; signals were counted.
+    assert!(server.relay.calls().opens.is_empty());
+    assert_eq!(server.state.metrics.signals_forwarded.get(), 6);
+    assert_eq!(
+        server
+            .metric("rtcrelay_signaling_signals_forwarded_total")
+            .await,
+        Some(6.0)
+    );
+    assert_eq!(
+        server
+            .metric("rtcrelay_signaling_joins_total{kind=\"p2p\"}")
+            .await,
+        Some(3.0)
+    );
+
+    // Leaving is as in relay rooms, with no WebRTC session to close.
+    b.leave().await;
+    a.expect_peer_left(b.peer(), "left").await;
+    c.expect_peer_left(b.peer(), "left").await;
+    let gone = b.id();
+    drop(b);
+    a.send(json!({"type": "signal", "to": gone, "data": {}}))
+        .await;
+    a.expect_error("peer_not_found").await;
+    assert!(server.relay.closes().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_signal_errors_have_their_codes() {
+    let server = Server::start().await;
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    let mut other = server.connect().await;
+
+    // Before join.
+    a.send(json!({"type": "signal", "to": 1, "data": {}})).await;
+    a.expect_error("not_joined").await;
+
+    // In relay and authoritative rooms there is nobody to signal to.
+    a.join_kind("pr", "relay", "ada").await;
+    b.join_kind("pr", "relay", "bob").await;
+    a.expect_peer_joined(b.peer()).await;
+    a.send(json!({"type": "signal", "to": b.id(), "data": {}}))
+        .await;
+    let err = a.expect_error("wrong_room_kind").await;
+    assert!(err["message"].as_str().unwrap().contains("p2p"), "{err}");
+    b.leave().await;
+    a.expect_peer_left(b.peer(), "left").await;
+    a.leave().await;
+    a.join_kind("pa", "authoritative", "ada").await;
+    a.send(json!({"type": "signal", "to": 1, "data": {}})).await;
+    a.expect_error("wrong_room_kind").await;
+    a.leave().await;
+    assert!(b.ping(1).await.is_empty());
+
+    a.join_kind("pp", "p2p", "ada").await;
+    b.join_kind("pp", "p2p", "bob").await;
+    a.expect_peer_joined(b.peer()).await;
+    other.join_kind("pq", "p2p", "eve").await;
+
+    // To yourself, to a member of another room, to nobody.
+    for to in [a.id(), other.id(), 4_000_000_000] {
+        a.send(json!({"type": "signal", "to": to, "data": {}}))
+            .await;
+        let err = a.expect_error("peer_not_found").await;
+        assert!(err["message"].as_str().unwrap().contains("signal"), "{err}");
+    }
+    // `data` must be an object; `to` a peer id.
+    for bad in [
+        json!({"type": "signal", "to": b.id(), "data": "sdp"}),
+        json!({"type": "signal", "to": b.id(), "data": [1]}),
+        json!({"type": "signal", "to": b.id()}),
+        json!({"type": "signal", "to": -1, "data": {}}),
+        json!({"type": "signal", "to": b.id().to_string(), "data": {}}),
+    ] {
+        a.send(bad.clone()).await;
+        let err = a.expect_error("invalid_message").await;
+        assert!(
+            err["message"].as_str().unwrap().starts_with("signal"),
+            "{bad}: {err}"
+        );
+    }
+    // A p2p room has no server peer: no offer, no candidate.
+    a.send(json!({"type": "offer", "sdp": OFFER})).await;
+    let err = a.expect_error("wrong_room_kind").await;
+    assert!(err["message"].as_str().unwrap().contains("signal"), "{err}");
+    a.send(json!({"type": "candidate", "candidate": "candidate:9 1 udp 1 10.0.0.1 9 typ host"}))
+        .await;
+    a.expect_error("wrong_room_kind").await;
+    assert!(server.relay.calls().opens.is_empty());
+    assert!(server.relay.candidates().is_empty());
+
+    // Nothing was forwarded; the room is intact and still works.
+    for ws in [&mut b, &mut other] {
+        let before = ws.ping(2).await;
+        assert!(before.is_empty(), "{:?} got {before:?}", ws.peer);
+    }
+    assert_eq!(server.state.metrics.signals_forwarded.get(), 0);
+    a.send(json!({"type": "signal", "to": b.id(), "data": {"ok": true}}))
+        .await;
+    assert_eq!(signal_from(&b.expect("signal").await), a.id());
+    for (code, n) in [
+        ("peer_not_found", 3.0),
+        ("wrong_room_kind", 4.0),
+        ("not_joined", 1.0),
+        ("rate_limited", 0.0),
+    ] {
+        let sample = format!("rtcrelay_signaling_errors_total{{code=\"{code}\"}}");
+        assert_eq!(server.metric(&sample).await, Some(n), "{sample}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_rooms_follow_relay_capacity_rules() {
+    let config = SignalingConfig {
+        max_room_capacity: 8,
+        ..SignalingConfig::default()
+    };
+    let server = Server::start_with(config).await;
+    let mut a = server.connect().await;
+    a.send(json!({"type": "join", "version": 1, "room": "pc", "kind": "p2p", "name": "ada", "capacity": 9}))
+        .await;
+    a.expect_error("invalid_message").await;
+    a.send(json!({"type": "join", "version": 1, "room": "pc", "kind": "p2p", "name": "ada", "capacity": 2}))
+        .await;
+    assert_eq!(a.expect("welcome").await["capacity"], 2);
+    let mut b = server.connect().await;
+    b.join_kind("pc", "p2p", "bob").await;
+    let mut c = server.connect().await;
+    c.send(json!({"type": "join", "version": 1, "room": "pc", "kind": "p2p", "name": "cy"}))
+        .await;
+    c.expect_error("room_full").await;
+    c.send(json!({"type": "join", "version": 1, "room": "pc", "kind": "relay", "name": "cy"}))
+        .await;
+    c.expect_error("room_kind_mismatch").await;
+}
+
+/// A signal above `max_message_bytes` is like any other message that big:
+/// fatal, close code 1009, and nothing reaches the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_signal_is_fatal_and_not_forwarded() {
+    let config = SignalingConfig {
+        max_message_bytes: 4096,
+        ..SignalingConfig::default()
+    };
+    let server = Server::start_with(config).await;
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    a.join_kind("po", "p2p", "ada").await;
+    b.join_kind("po", "p2p", "bob").await;
+    a.expect_peer_joined(b.peer()).await;
+
+    // Just under the limit goes through.
+    let a_id = a.id();
+    let fits = |size: usize| {
+        let probe = json!({"type": "signal", "to": a_id, "data": {"sdp": ""}}).to_string();
+        json!({"type": "signal", "to": a_id, "data": {"sdp": "x".repeat(size - probe.len())}})
+    };
+    let msg = fits(4096);
+    assert_eq!(msg.to_string().len(), 4096);
+    b.send(msg.clone()).await;
+    assert_eq!(a.expect("signal").await["data"], msg["data"]);
+
+    let msg = fits(4097);
+    b.send(msg).await;
+    let err = b.expect("error").await;
+    assert_eq!(err["code"], "message_too_large", "{err}");
+    assert_eq!(err["fatal"], true);
+    assert_eq!(b.end().await, End::Close(Some(1009)));
+    a.expect_peer_left(b.peer(), "left").await;
+    assert!(a.ping(1).await.is_empty());
+    assert_eq!(server.state.metrics.signals_forwarded.get(), 1);
+}
+
+/// One member cannot flood another: each pair has a budget of signal bytes
+/// (64 KiB at once, 16 KiB/s after), beyond which signals are refused with
+/// `rate_limited`. The budget towards one member does not limit the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_signal_flood_is_rate_limited_per_target() {
+    let server = Server::start().await;
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    let mut c = server.connect().await;
+    a.join_kind("pf", "p2p", "ada").await;
+    b.join_kind("pf", "p2p", "bob").await;
+    c.join_kind("pf", "p2p", "cy").await;
+    a.expect_peer_joined(b.peer()).await;
+    a.expect_peer_joined(c.peer()).await;
+    b.expect_peer_joined(c.peer()).await;
+
+    // 100 signals of 2 KiB (200 KiB) as fast as they go: far more than the
+    // burst plus what even a slow machine refills while sending them.
+    const N: usize = 100;
+    let blob = "x".repeat(2048);
+    for i in 0..N {
+        a.send(json!({"type": "signal", "to": b.id(), "data": {"i": i, "blob": blob}}))
+            .await;
+    }
+    let before = a.ping(1).await;
+    let refused = before.len();
+    assert!(
+        before
+            .iter()
+            .all(|m| m["type"] == "error" && m["code"] == "rate_limited"),
+        "{before:?}"
+    );
+    assert!(refused > 0 && refused < N, "{refused} of {N} refused");
+    let forwarded = N - refused;
+    assert!(forwarded >= 30, "the burst lets 30 through: {forwarded}");
+    let mut got = Vec::new();
+    for _ in 0..forwarded {
+        let msg = b.expect("signal").await;
+        got.push(msg["data"]["i"].as_u64().unwrap());
+    }
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
+    // The burst went through first; later ones only as the budget refilled.
+    assert_eq!(got[..30], (0..30).collect::<Vec<u64>>(), "{got:?}");
+    assert!(b.ping(1).await.is_empty());
+    assert_eq!(
+        server.state.metrics.signals_forwarded.get(),
+        forwarded as u64
+    );
+
+    // Another target has its own budget.
+    a.send(json!({"type": "signal", "to": c.id(), "data": {"blob": blob}}))
+        .await;
+    assert_eq!(signal_from(&c.expect("signal").await), a.id());
 }

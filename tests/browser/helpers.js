@@ -33,14 +33,16 @@ const STARTUP_TIMEOUT_MS = 60_000;
 
 /**
  * Starts `rtcrelay serve` on ephemeral ports and waits for the URLs it
- * prints. Returns { demoUrl, chatUrl, wsUrl, relayAddr, logs(), stop() }:
+ * prints. Returns { demoUrl, chatUrl, wsUrl, relayAddr, turnUrls, logs(), stop() }:
  * `demoUrl` is `/` (the Dizolaur game), `chatUrl` the relay chat page.
  */
 export async function startServer(extraArgs = []) {
   if (!existsSync(RTCRELAY_BIN)) {
     throw new Error(`rtcrelay binary not found at ${RTCRELAY_BIN}: run \`cargo build -p rtcrelay\` or set RTCRELAY_BIN`);
   }
-  const args = ['serve', '--http-listen', '127.0.0.1:0', '--relay-listen', '127.0.0.1:0', ...extraArgs];
+  // The bundled TURN server on a free port too (its `turn:` URL reaches each
+  // client in `welcome.ice_servers`, with credentials).
+  const args = ['serve', '--http-listen', '127.0.0.1:0', '--relay-listen', '127.0.0.1:0', '--turn-listen-udp', '127.0.0.1:0', ...extraArgs];
   const proc = spawn(RTCRELAY_BIN, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RTCRELAY_LOG: process.env.RTCRELAY_LOG ?? 'info' },
@@ -68,10 +70,14 @@ export async function startServer(extraArgs = []) {
     const onExit = (code, signal) => fail(new Error(`server exited early (code ${code}, signal ${signal})`));
     proc.once('exit', onExit);
     proc.once('error', fail);
+    const turn = [];
     lines.on('line', (line) => {
-      const m = /^(demo|signaling|relay): (\S+)$/.exec(line.trim());
-      if (m) found[m[1]] = m[2];
-      if (found.demo && found.signaling) {
+      const m = /^(demo|signaling|relay|turn): (\S+)$/.exec(line.trim());
+      if (m && m[1] === 'turn') turn.push(m[2]);
+      else if (m) found[m[1]] = m[2];
+      // `relay:` is printed last, after any `turn:` lines.
+      if (found.demo && found.signaling && found.relay) {
+        found.turn = turn;
         clearTimeout(timer);
         proc.removeListener('exit', onExit);
         proc.removeListener('error', fail);
@@ -88,6 +94,8 @@ export async function startServer(extraArgs = []) {
     chatUrl: new URL('/chat.html', urls.demo).href,
     wsUrl: urls.signaling,
     relayAddr: urls.relay,
+    // The bundled TURN server's URLs (`turn:127.0.0.1:PORT?transport=udp`).
+    turnUrls: urls.turn,
     logs: () => stderr,
     async stop() {
       if (exited) return;

@@ -8,12 +8,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// `rtcrelay serve` on free loopback ports (tests parse the printed ones).
-pub const SERVE_ON_FREE_PORTS: [&str; 5] = [
+/// `rtcrelay serve` on free loopback ports (tests parse the printed ones),
+/// the bundled TURN server's UDP listener included.
+pub const SERVE_ON_FREE_PORTS: [&str; 7] = [
     "serve",
     "--http-listen",
     "127.0.0.1:0",
     "--relay-listen",
+    "127.0.0.1:0",
+    "--turn-listen-udp",
     "127.0.0.1:0",
 ];
 
@@ -26,6 +29,9 @@ pub struct TestServer {
     pub ws_url: String,
     /// The relay's UDP socket.
     pub relay: SocketAddr,
+    /// The bundled TURN server's URLs as printed
+    /// (`turn:127.0.0.1:PORT?transport=udp`); empty with `--no-turn`.
+    pub turn: Vec<String>,
 }
 
 impl TestServer {
@@ -63,6 +69,8 @@ impl TestServer {
         });
         let mut http = None;
         let mut relay = None;
+        let mut turn = Vec::new();
+        // `turn:` lines come before the `relay:` line.
         while http.is_none() || relay.is_none() {
             let line = rx
                 .recv_timeout(Duration::from_secs(60))
@@ -71,6 +79,8 @@ impl TestServer {
                 http = Some(rest.trim_end_matches('/').parse().expect("http addr"));
             } else if let Some(rest) = line.strip_prefix("relay: udp://") {
                 relay = Some(rest.parse().expect("relay addr"));
+            } else if let Some(rest) = line.strip_prefix("turn: ") {
+                turn.push(rest.to_owned());
             }
         }
         let http: SocketAddr = http.unwrap();
@@ -79,7 +89,16 @@ impl TestServer {
             http,
             ws_url: format!("ws://{http}/ws"),
             relay: relay.unwrap(),
+            turn,
         }
+    }
+
+    /// The address of the first `turn:` URL (`turn:HOST:PORT?...`).
+    pub fn turn_addr(&self) -> SocketAddr {
+        let url = self.turn.first().expect("the server printed no turn: URL");
+        let rest = url.strip_prefix("turn:").expect("a turn: URL");
+        let hostport = rest.split('?').next().unwrap();
+        hostport.parse().expect("turn URL host:port")
     }
 
     /// `GET path` over a fresh connection; returns (status, body).
@@ -120,6 +139,11 @@ impl TestServer {
                     .ok()
             })
             .unwrap_or(0.0)
+    }
+
+    /// The server's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Is the process still running?

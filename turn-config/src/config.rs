@@ -9,7 +9,7 @@
 //! [turn]
 //! realm = "rtcrelay"
 //! listen_udp = ["127.0.0.1:3478"]
-//! listen_tcp = ["127.0.0.1:3478"]
+//! listen_tcp = []                    # e.g. ["127.0.0.1:3478"]; default empty until TCP is served
 //! listen_tls = []                     # e.g. ["0.0.0.0:443"], with tls_cert / tls_key (PEM)
 //! relay_ip = "127.0.0.1"              # address relay sockets bind to
 //! external_ip = ""                    # address advertised in XOR-RELAYED-ADDRESS (1:1 NAT)
@@ -93,6 +93,8 @@ pub struct TurnConfig {
     /// UDP listeners (`turn:host:port`).
     pub listen_udp: Vec<SocketAddr>,
     /// TCP listeners, RFC 6544 framing (`turn:host:port?transport=tcp`).
+    /// Empty by default while the binary does not serve TURN over TCP yet
+    /// (it validates the key and warns that it is ignored).
     pub listen_tcp: Vec<SocketAddr>,
     /// TLS-over-TCP listeners (`turns:host:port`); need `tls_cert` and
     /// `tls_key`.
@@ -182,7 +184,7 @@ impl Default for TurnConfig {
             enabled: true,
             realm: "rtcrelay".into(),
             listen_udp: vec![loopback],
-            listen_tcp: vec![loopback],
+            listen_tcp: Vec::new(),
             listen_tls: Vec::new(),
             tls_cert: None,
             tls_key: None,
@@ -850,7 +852,10 @@ deny = []
         assert_eq!(parse("[turn]\n").unwrap(), d);
         assert!(d.enabled);
         assert_eq!(d.listen_udp, vec!["127.0.0.1:3478".parse().unwrap()]);
-        assert_eq!(d.listen_tcp, vec!["127.0.0.1:3478".parse().unwrap()]);
+        assert!(
+            d.listen_tcp.is_empty(),
+            "not served yet, so not on by default"
+        );
         assert!(d.listen_tls.is_empty() && d.tls_cert.is_none() && d.tls_key.is_none());
         assert_eq!(d.relay_ip, IpAddr::from([127, 0, 0, 1]));
         assert!(!d.peers.allow_loopback && !d.peers.allow_private);
@@ -982,7 +987,8 @@ deny = []
             "listed twice",
         );
         assert_problem(
-            "listen_tls = [\"127.0.0.1:3478\"]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"",
+            "listen_tcp = [\"127.0.0.1:3478\"]\nlisten_tls = [\"127.0.0.1:3478\"]\n\
+             tls_cert = \"c.pem\"\ntls_key = \"k.pem\"",
             "listen_tls",
             "also in turn.listen_tcp",
         );

@@ -16,12 +16,28 @@
 //!   `RelayAddressGenerator` for the relay IP and port range, and a listener
 //!   `Conn` guard that answers CreatePermission/ChannelBind for denied peers
 //!   with 403.
+//! - [`stream`]: TURN over TCP and TLS (rustls): [`StreamListener`] accepts
+//!   connections on one address and presents them all to the crate as one
+//!   packet `Conn` (STUN / padded ChannelData framing as Chromium and coturn
+//!   speak it), with connection limits, timeouts and bounded buffers;
+//!   [`stream::StreamConn`] is the client side for the crate's `Client`.
+//! - [`server`]: [`TurnServer`], the `turn` crate's server with all of the
+//!   above plugged in: UDP listeners, quotas (486), allocation tracking,
+//!   per-allocation bandwidth cap, hot reload, and the [`server::TurnMinter`]
+//!   signaling mints client credentials with.
+//! - [`metrics`]: the `rtcrelay_turn_*` Prometheus families.
 
 pub mod config;
 pub mod credentials;
+pub mod metrics;
 pub mod policy;
 pub mod relay_conn;
+pub mod server;
+pub mod stream;
 
 pub use config::TurnConfig;
 pub use credentials::Credentials;
+pub use metrics::TurnMetrics;
 pub use policy::PeerPolicy;
+pub use server::{TurnMinter, TurnServer};
+pub use stream::StreamListener;

@@ -6,6 +6,12 @@
 //   client.on('message', ({ from, channel, data }) => console.log(from, channel, data));
 //   client.send('realtime', new Float32Array([x, y]));
 //   client.send('control', 'hello');
+//
+// Peer-to-peer rooms (kind "p2p") use the same API: the members connect to
+// each other directly (one RTCPeerConnection per other member, a full mesh)
+// and the server only forwards their WebRTC signaling:
+//   const client = await RtcRelay.connect({ room: 'mesh', name: 'ada', kind: 'p2p' });
+//   client.on('peerstatechange', ({ peerId, state }) => state === 'open' && client.sendTo(peerId, 'control', 'hi'));
 
 /** Signaling protocol version spoken by this client. */
 export declare const PROTOCOL_VERSION: 1;
@@ -23,10 +29,13 @@ export declare const SERVER_PEER: 0;
 export type ChannelLabel = 'realtime' | 'control';
 
 /**
- * Room kinds of protocol v1. In "authoritative" rooms the server runs a game:
- * use rtcrelay-game.js (GameSession) rather than this class directly.
+ * Room kinds of protocol v1. In "relay" rooms the server peer forwards each
+ * message to the other members. In "authoritative" rooms the server runs a
+ * game: use rtcrelay-game.js (GameSession) rather than this class directly.
+ * In "p2p" rooms the members connect to each other directly (full mesh) and
+ * the server only forwards their offers, answers and candidates.
  */
-export type RoomKind = 'relay' | 'authoritative';
+export type RoomKind = 'relay' | 'authoritative' | 'p2p';
 
 /** Lifecycle of a client: "open" once connect() has resolved, "closed" at the end. */
 export type ClientState = 'new' | 'connecting' | 'open' | 'closed';
@@ -35,7 +44,10 @@ export type ClientState = 'new' | 'connecting' | 'open' | 'closed';
  * Server error codes (stable, from the protocol crate) plus the client's own:
  * bad_options, bad_channel, not_open, message_too_large (client-side check),
  * timeout, signaling_failed, signaling_closed, ice_failed, channel_closed,
- * bad_frame, bad_candidate, closed, internal.
+ * bad_frame, bad_candidate, closed, internal, and in p2p rooms bad_signal
+ * (another member's offer, answer or candidate was refused by the browser),
+ * channel_rejected (a member opened a channel with a wrong label or wrong
+ * parameters) and wrong_room_kind (sendTo() outside a p2p room).
  */
 export type ErrorCode =
   | 'bad_json'
@@ -57,6 +69,9 @@ export type ErrorCode =
   | 'channel_rejected'
   | 'unavailable'
   | 'internal'
+  | 'peer_not_found'
+  | 'wrong_room_kind'
+  | 'rate_limited'
   | 'bad_options'
   | 'bad_channel'
   | 'not_open'
@@ -66,6 +81,7 @@ export type ErrorCode =
   | 'ice_failed'
   | 'channel_closed'
   | 'bad_frame'
+  | 'bad_signal'
   | 'closed'
   | (string & {});
 
@@ -84,7 +100,7 @@ export interface ConnectOptions {
   url?: string;
   /** Room name: 1 to 64 characters of A-Z a-z 0-9 _ - . ; created on first join. */
   room: string;
-  /** Room kind; default "relay". */
+  /** Room kind; default "relay". "p2p": connect to the other members directly. */
   kind?: RoomKind;
   /** Display name shown to the other members: 1 to 32 characters, no control characters. */
   name: string;
@@ -93,9 +109,12 @@ export interface ConnectOptions {
    * at most 64); ignored when the room exists. Default: the server's default (4).
    */
   capacity?: number;
-  /** Extra ICE servers, appended to the ones the server sends in its welcome. */
+  /**
+   * Extra ICE servers, appended to the ones the server sends in its welcome
+   * (in p2p rooms, used for every member connection).
+   */
   iceServers?: RTCIceServer[];
-  /** Passed to RTCPeerConnection; "relay" forces TURN. */
+  /** Passed to RTCPeerConnection (every one, in p2p rooms); "relay" forces TURN. */
   iceTransportPolicy?: RTCIceTransportPolicy;
   /** How long connect() may take before it rejects with code "timeout" (ms, default 15000). */
   timeoutMs?: number;
@@ -123,7 +142,10 @@ export interface ServerChannels {
 
 /** detail of a "message" event: one message another member sent. */
 export interface MessageDetail {
-  /** Peer id of the sender; {@link SERVER_PEER} (0) in authoritative rooms. */
+  /**
+   * Peer id of the sender; {@link SERVER_PEER} (0) in authoritative rooms;
+   * in p2p rooms the member on whose connection it arrived.
+   */
   from: number;
   /** The channel it was sent (and relayed) on. */
   channel: ChannelLabel;
@@ -147,7 +169,28 @@ export interface ErrorDetail {
   fatal: boolean;
 }
 
-/** detail of "statechange": fired when `state` or the RTCPeerConnection's connectionState changes. */
+/**
+ * P2p rooms: the connection to one member. "connecting" from its creation
+ * (the newcomer offers, the others answer), "open" once both channels are
+ * open (messages flow both ways), "closed" once torn down: the member left,
+ * or the connection failed (an "error" event follows if the member is still
+ * in the room). A closed connection is not re-established; the member (or
+ * this client) has to join again.
+ */
+export type PeerConnectionState = 'connecting' | 'open' | 'closed';
+
+/** detail of "peerstatechange" (p2p rooms): fired when a member's connection changes. */
+export interface PeerStateChangeDetail {
+  peerId: number;
+  state: PeerConnectionState;
+  /** That member's RTCPeerConnection connectionState ("closed" once torn down). */
+  connectionState: RTCPeerConnectionState;
+}
+
+/**
+ * detail of "statechange": fired when `state` or the RTCPeerConnection's
+ * connectionState changes (in p2p rooms, the summary {@link RtcRelay.connectionState}).
+ */
 export interface StateChangeDetail {
   state: ClientState;
   connectionState: RTCPeerConnectionState;
@@ -167,6 +210,8 @@ export interface RtcRelayEventMap {
   error: CustomEvent<ErrorDetail>;
   statechange: CustomEvent<StateChangeDetail>;
   close: CustomEvent<CloseDetail>;
+  /** P2p rooms only. */
+  peerstatechange: CustomEvent<PeerStateChangeDetail>;
 }
 
 /**
@@ -180,6 +225,14 @@ export interface RtcRelayEventMap {
  * Events raised while connect() is pending (messages, joins) are held and
  * dispatched right after it resolves, so listeners added straight after the
  * `await` see them.
+ *
+ * In p2p rooms ("kind": "p2p") there is no server peer: the client opens one
+ * RTCPeerConnection per other member, with the same two channels, and
+ * messages go straight to the members (no relay header, no server limits,
+ * though {@link LIMITS} are still checked so code works in every room kind).
+ * {@link send} broadcasts to every member whose connection is open,
+ * {@link sendTo} addresses one; `peerstatechange` tells when a member's
+ * connection opens or closes.
  */
 export declare class RtcRelay extends EventTarget {
   /**
@@ -187,6 +240,13 @@ export declare class RtcRelay extends EventTarget {
    * DataChannels → offer/answer and trickle ICE. Resolves once both channels
    * are open and the server has sent "ready"; rejects with an
    * {@link RtcRelayError} (e.g. code "room_full", "invalid_message", "timeout").
+   *
+   * P2p rooms: join → welcome → one connection per member of the welcome
+   * roster, this client offering. Resolves once every one of them is open
+   * (or that member left meanwhile): at once when alone in the room. Rejects
+   * with "ice_failed" or "channel_closed" if one of them fails while its
+   * member stays in the room. Members who join later connect afterwards
+   * (they offer, this client answers): watch `peerstatechange`.
    */
   static connect(options: ConnectOptions): Promise<RtcRelay>;
 
@@ -212,37 +272,67 @@ export declare class RtcRelay extends EventTarget {
   readonly signalingRtt: number | null;
   /** Client lifecycle state. */
   readonly state: ClientState;
-  /** The RTCPeerConnection's connectionState ("new" before it exists). */
+  /**
+   * The RTCPeerConnection's connectionState ("new" before it exists). In p2p
+   * rooms the least advanced state among the connections to the members
+   * ("failed" < "disconnected" < "new" < "connecting" < "connected"), and
+   * "connected" when the client is open with nobody else in the room.
+   */
   readonly connectionState: RTCPeerConnectionState;
-  /** The underlying RTCPeerConnection, for stats and debugging. */
+  /** The underlying RTCPeerConnection, for stats and debugging; null in p2p rooms. */
   readonly peerConnection: RTCPeerConnection | null;
+  /** P2p rooms: peer ids of the members whose connection is open (both channels). */
+  readonly connectedPeers: number[];
 
-  /** The RTCDataChannel with this label. Send with {@link send}, which adds the checks. */
-  channel(label: ChannelLabel): RTCDataChannel | null;
+  /**
+   * The RTCDataChannel with this label. Send with {@link send}, which adds the
+   * checks. In p2p rooms give the member's peer id (null without one).
+   */
+  channel(label: ChannelLabel, peerId?: number): RTCDataChannel | null;
+
+  /** P2p rooms: the RTCPeerConnection to a member, or null (none, or torn down). */
+  peerConnectionTo(peerId: number): RTCPeerConnection | null;
+
+  /** P2p rooms: "connecting" or "open" for a member's connection, null when there is none. */
+  peerState(peerId: number): Exclude<PeerConnectionState, 'closed'> | null;
 
   /**
    * Sends to every other member. Strings arrive as strings, binary data as an
-   * ArrayBuffer (a view sends only its own bytes).
+   * ArrayBuffer (a view sends only its own bytes). In p2p rooms: to every
+   * member whose connection is open (members still connecting miss it).
    * @returns false if a realtime message was dropped because the browser's
-   *   send buffer is backed up (control messages are always queued).
+   *   send buffer is backed up (control messages are always queued); in p2p
+   *   rooms, if it was dropped for at least one member.
    * @throws RtcRelayError "not_open", "bad_channel" or "message_too_large"
    *   (see {@link LIMITS}); TypeError for other data types.
    */
   send(channel: ChannelLabel, data: string | ArrayBuffer | ArrayBufferView): boolean;
+
+  /**
+   * P2p rooms only: sends to one member, as {@link send} does.
+   * @returns false if a realtime message was dropped because the send buffer
+   *   to that member is backed up.
+   * @throws RtcRelayError "wrong_room_kind" outside p2p rooms, "not_open" if
+   *   the connection to that member is not open, "bad_channel",
+   *   "message_too_large"; TypeError for other data types.
+   */
+  sendTo(peerId: number, channel: ChannelLabel, data: string | ArrayBuffer | ArrayBufferView): boolean;
 
   /** Signaling (WebSocket) round trip in ms; rejects with code "timeout" or "not_open". */
   ping(timeoutMs?: number): Promise<number>;
 
   /**
    * WebRTC round trip in ms: currentRoundTripTime of the selected ICE
-   * candidate pair from getStats(); null when not (yet) available.
+   * candidate pair from getStats(); null when not (yet) available. In p2p
+   * rooms pass a member's peer id: the round trip to that member (null
+   * without one).
    */
-  rtt(): Promise<number | null>;
+  rtt(peerId?: number): Promise<number | null>;
 
   /** Sends "leave" (others see reason "left") and closes. Idempotent. */
   leave(): void;
 
-  /** Closes the WebRTC session and the WebSocket without a "leave". Idempotent. */
+  /** Closes the WebRTC session(s) and the WebSocket without a "leave". Idempotent. */
   close(): void;
 
   /** Subscribes with the event's detail; returns an unsubscribe function. */

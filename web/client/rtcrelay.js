@@ -12,6 +12,12 @@
 //   authoritative rooms: the server peer itself sends and receives, unframed
 //              (game frames on realtime, JSON text on control; from = 0);
 //              rtcrelay-game.js speaks that protocol
+//   p2p rooms: no session with the server peer; one RTCPeerConnection per
+//              other member (full mesh), negotiated through signaling
+//              {type:"signal", to|from, data}: the newcomer offers to every
+//              member of its welcome roster, the others answer. data is
+//              {description:{type,sdp}} or {candidate:RTCIceCandidateInit}.
+//              Messages travel unframed, straight between members.
 
 export const PROTOCOL_VERSION = 1;
 
@@ -135,6 +141,12 @@ export class RtcRelay extends EventTarget {
     this._closed = false;
     this._pendingRemoteCandidates = [];
     this._remoteDescriptionSet = false;
+    // P2p rooms: the connection to each other member, by peer id, and the
+    // members of the welcome roster whose channels are not open yet.
+    this._mesh = new Map();
+    this._awaiting = new Set();
+    this._welcomed = false;
+    this._lastMeshState = null;
     // Signaling messages are handled one at a time, in order: the answer must
     // be applied before the server's candidates that follow it.
     this._signalQueue = Promise.resolve();
@@ -145,19 +157,48 @@ export class RtcRelay extends EventTarget {
     return this._state;
   }
 
-  /** The RTCPeerConnection's connectionState, or "new" before it exists. */
+  /**
+   * The RTCPeerConnection's connectionState, or "new" before it exists. In
+   * p2p rooms: the least advanced state among the connections to the other
+   * members ("connected" when there are none and the client is open).
+   */
   get connectionState() {
+    if (this.kind === 'p2p') return this._meshConnectionState();
     return this._pc ? this._pc.connectionState : 'new';
   }
 
-  /** The underlying RTCPeerConnection (for stats and debugging). */
+  /** The underlying RTCPeerConnection (for stats and debugging); null in p2p rooms. */
   get peerConnection() {
     return this._pc;
   }
 
-  /** The RTCDataChannel of the given label. */
-  channel(label) {
+  /**
+   * The RTCDataChannel of the given label. In p2p rooms pass the member's
+   * peer id: the channel to that member, null if there is none.
+   */
+  channel(label, peerId) {
+    if (this.kind === 'p2p') return this._mesh.get(peerId)?.channels[label] ?? null;
     return this._channels[label] ?? null;
+  }
+
+  /** P2p rooms: the RTCPeerConnection to another member, or null. */
+  peerConnectionTo(peerId) {
+    return this._mesh.get(peerId)?.pc ?? null;
+  }
+
+  /**
+   * P2p rooms: the state of the connection to another member: "connecting",
+   * "open" (both channels open) or null (none, or closed).
+   */
+  peerState(peerId) {
+    const m = this._mesh.get(peerId);
+    if (!m) return null;
+    return m.open ? 'open' : 'connecting';
+  }
+
+  /** P2p rooms: the peer ids of the members whose channels are open. */
+  get connectedPeers() {
+    return [...this._mesh.values()].filter((m) => m.open).map((m) => m.peerId);
   }
 
   /**
@@ -176,6 +217,7 @@ export class RtcRelay extends EventTarget {
    * dropped because the browser's send buffer is backed up.
    */
   send(channel, data) {
+    if (this.kind === 'p2p') return this._sendMesh(channel, data);
     const dc = this._channels[channel];
     if (!CHANNELS.includes(channel)) {
       throw new RtcRelayError('bad_channel', `channel must be "realtime" or "control", not ${String(channel)}`);
@@ -183,6 +225,47 @@ export class RtcRelay extends EventTarget {
     if (!dc || dc.readyState !== 'open' || this._state === 'closed') {
       throw new RtcRelayError('not_open', `channel ${channel} is not open`);
     }
+    return this._sendOn(dc, channel, this._payloadOf(channel, data));
+  }
+
+  /**
+   * P2p rooms only: sends to one member. Returns false if a realtime
+   * message was dropped because the send buffer to that member is backed up.
+   */
+  sendTo(peerId, channel, data) {
+    if (this.kind !== 'p2p') {
+      throw new RtcRelayError('wrong_room_kind', `sendTo() is for p2p rooms; this is a ${this.kind} room`);
+    }
+    if (!CHANNELS.includes(channel)) {
+      throw new RtcRelayError('bad_channel', `channel must be "realtime" or "control", not ${String(channel)}`);
+    }
+    const dc = this._mesh.get(peerId)?.channels[channel];
+    if (!dc || dc.readyState !== 'open' || this._state !== 'open') {
+      throw new RtcRelayError('not_open', `channel ${channel} to peer ${peerId} is not open`);
+    }
+    return this._sendOn(dc, channel, this._payloadOf(channel, data));
+  }
+
+  _sendMesh(channel, data) {
+    if (!CHANNELS.includes(channel)) {
+      throw new RtcRelayError('bad_channel', `channel must be "realtime" or "control", not ${String(channel)}`);
+    }
+    if (this._state !== 'open') {
+      throw new RtcRelayError('not_open', `channel ${channel} is not open`);
+    }
+    const payload = this._payloadOf(channel, data);
+    let all = true;
+    for (const m of this._mesh.values()) {
+      const dc = m.channels[channel];
+      // Members still connecting (or going away) are skipped.
+      if (!m.open || !dc || dc.readyState !== 'open') continue;
+      if (!this._sendOn(dc, channel, payload)) all = false;
+    }
+    return all;
+  }
+
+  /** Checks and converts what send() was given. */
+  _payloadOf(channel, data) {
     let payload = data;
     if (typeof data !== 'string') {
       if (data instanceof ArrayBuffer) {
@@ -198,6 +281,10 @@ export class RtcRelay extends EventTarget {
     if (size > LIMITS[channel]) {
       throw new RtcRelayError('message_too_large', `${channel} messages are at most ${LIMITS[channel]} bytes, this one is ${size}`);
     }
+    return payload;
+  }
+
+  _sendOn(dc, channel, payload) {
     if (channel === 'realtime' && dc.bufferedAmount > REALTIME_MAX_BUFFERED) {
       return false;
     }
@@ -226,11 +313,12 @@ export class RtcRelay extends EventTarget {
    * The WebRTC round trip (ms) of the selected ICE candidate pair, from
    * getStats() currentRoundTripTime; null when the browser has no value yet.
    */
-  async rtt() {
-    if (!this._pc || this._pc.connectionState === 'closed') return null;
+  async rtt(peerId) {
+    const pc = this.kind === 'p2p' ? this._mesh.get(peerId)?.pc : this._pc;
+    if (!pc || pc.connectionState === 'closed') return null;
     let stats;
     try {
-      stats = await this._pc.getStats();
+      stats = await pc.getStats();
     } catch {
       return null;
     }
@@ -342,7 +430,11 @@ export class RtcRelay extends EventTarget {
     if (this._closed || !msg || typeof msg.type !== 'string') return;
     switch (msg.type) {
       case 'welcome':
-        await this._onWelcome(msg);
+        if (this.kind === 'p2p') await this._onP2pWelcome(msg);
+        else await this._onWelcome(msg);
+        break;
+      case 'signal':
+        if (this.kind === 'p2p') await this._onPeerSignal(msg.from, msg.data);
         break;
       case 'answer':
         if (!this._pc) return;
@@ -366,6 +458,8 @@ export class RtcRelay extends EventTarget {
         const peer = { peerId: msg.peer_id, name: msg.name };
         this.roster.set(msg.peer_id, peer);
         this._emit('peerjoined', peer);
+        // The newcomer offers; we answer. Its offer follows this message.
+        if (this.kind === 'p2p' && this._welcomed) await this._openMember(msg.peer_id, false);
         break;
       }
       case 'peer_left': {
@@ -376,7 +470,13 @@ export class RtcRelay extends EventTarget {
         }
         const peer = this.roster.get(msg.peer_id) ?? { peerId: msg.peer_id, name: null };
         this.roster.delete(msg.peer_id);
+        if (this.kind === 'p2p') {
+          this._closeMember(msg.peer_id);
+          this._awaiting.delete(msg.peer_id);
+        }
         this._emit('peerleft', { ...peer, reason: msg.reason });
+        // A member we were still connecting to is gone: maybe that was the last.
+        if (this.kind === 'p2p') this._maybeReady();
         break;
       }
       case 'pong': {
@@ -390,7 +490,9 @@ export class RtcRelay extends EventTarget {
       }
       case 'error': {
         const err = new RtcRelayError(msg.code ?? 'unknown', msg.message ?? 'server error', { fatal: !!msg.fatal });
-        if (this._connectDone) {
+        // A signal to a member who has just left: peer_left is on its way.
+        const stray = this.kind === 'p2p' && err.code === 'peer_not_found' && !err.fatal;
+        if (this._connectDone && !stray) {
           // Before ready every server error means this connect attempt failed.
           this._fail(err);
         } else {
@@ -507,8 +609,14 @@ export class RtcRelay extends EventTarget {
   }
 
   _maybeReady() {
-    if (!this._connectDone || this._closed || !this._serverReady) return;
-    if (!CHANNELS.every((l) => this._channels[l] && this._channels[l].readyState === 'open')) return;
+    if (!this._connectDone || this._closed) return;
+    if (this.kind === 'p2p') {
+      // Open once every member of the welcome roster is connected (or gone).
+      if (!this._welcomed || this._awaiting.size > 0) return;
+    } else {
+      if (!this._serverReady) return;
+      if (!CHANNELS.every((l) => this._channels[l] && this._channels[l].readyState === 'open')) return;
+    }
     clearTimeout(this._timer);
     this._setState('open');
     const done = this._connectDone;
@@ -525,6 +633,218 @@ export class RtcRelay extends EventTarget {
         this.dispatchEvent(new CustomEvent('close', { detail: { reason: this._closeReason, error: this._closeError } }));
       }
     }, 0);
+  }
+
+  // ---- p2p rooms: one RTCPeerConnection per other member ----
+
+  _rtcConfig() {
+    const config = { iceServers: this.iceServers };
+    if (this._options.iceTransportPolicy) config.iceTransportPolicy = this._options.iceTransportPolicy;
+    return config;
+  }
+
+  async _onP2pWelcome(msg) {
+    this.peerId = msg.peer_id;
+    this.capacity = msg.capacity;
+    this.room = msg.room ?? this.room;
+    for (const entry of msg.roster ?? []) {
+      this.roster.set(entry.peer_id, { peerId: entry.peer_id, name: entry.name });
+      this._awaiting.add(entry.peer_id);
+    }
+    this.iceServers = [...(msg.ice_servers ?? []), ...(this._options.iceServers ?? [])];
+    this._welcomed = true;
+    // The newcomer offers to everyone already there: no glare.
+    for (const peerId of this._awaiting) await this._openMember(peerId, true);
+    this._maybeReady();
+  }
+
+  /** Creates the connection to a member; the initiator opens the channels and offers. */
+  async _openMember(peerId, initiator) {
+    if (this._closed || this._mesh.has(peerId)) return;
+    const pc = new RTCPeerConnection(this._rtcConfig());
+    const m = { peerId, pc, initiator, channels: { realtime: null, control: null }, pending: [], remoteSet: false, open: false };
+    this._mesh.set(peerId, m);
+    const current = () => this._mesh.get(peerId) === m && !this._closed;
+    pc.onicecandidate = (event) => {
+      if (!current() || !event.candidate || !event.candidate.candidate) return;
+      const c = event.candidate;
+      const candidate = typeof c.toJSON === 'function'
+        ? c.toJSON()
+        : { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex };
+      this._sendSignal({ type: 'signal', to: peerId, data: { candidate } });
+    };
+    pc.onconnectionstatechange = () => {
+      if (!current()) return;
+      this._emitMemberState(m);
+      if (pc.connectionState === 'failed') {
+        this._memberLost(m, 'ice_failed', `the WebRTC connection to peer ${peerId} failed`);
+      }
+    };
+    if (initiator) {
+      // Both channels exist before the offer so one negotiation carries them.
+      this._attachChannel(m, pc.createDataChannel('realtime', { ordered: false, maxRetransmits: 0 }));
+      this._attachChannel(m, pc.createDataChannel('control'));
+    } else {
+      pc.ondatachannel = (event) => {
+        if (current()) this._attachChannel(m, event.channel);
+      };
+    }
+    this._emitMemberState(m);
+    if (initiator) {
+      const offer = await pc.createOffer();
+      await pc.setLocalDescription(offer);
+      if (current()) {
+        this._sendSignal({ type: 'signal', to: peerId, data: { description: { type: 'offer', sdp: pc.localDescription.sdp } } });
+      }
+    }
+  }
+
+  _attachChannel(m, dc) {
+    const label = dc.label;
+    const required = label === 'realtime'
+      ? dc.ordered === false && dc.maxRetransmits === 0 && dc.maxPacketLifeTime == null
+      : label === 'control' && dc.ordered === true && dc.maxRetransmits == null && dc.maxPacketLifeTime == null;
+    if (!required || m.channels[label]) {
+      const message = `peer ${m.peerId} opened DataChannel "${label}" (ordered=${dc.ordered}, maxRetransmits=${dc.maxRetransmits}); ` +
+        'expected realtime {ordered:false, maxRetransmits:0} and control (reliable), once each';
+      this._emit('error', { code: 'channel_rejected', message, fatal: false });
+      this._closeMember(m.peerId);
+      return;
+    }
+    m.channels[label] = dc;
+    dc.binaryType = 'arraybuffer';
+    const current = () => this._mesh.get(m.peerId) === m && !this._closed;
+    const checkOpen = () => {
+      if (!current() || m.open) return;
+      if (!CHANNELS.every((l) => m.channels[l] && m.channels[l].readyState === 'open')) return;
+      m.open = true;
+      this._awaiting.delete(m.peerId);
+      this._emitMemberState(m);
+      this._maybeReady();
+    };
+    dc.onopen = checkOpen;
+    dc.onmessage = (event) => {
+      if (current()) this._emit('message', { from: m.peerId, channel: label, data: event.data });
+    };
+    dc.onclose = () => {
+      if (current()) this._memberLost(m, 'channel_closed', `DataChannel ${label} to peer ${m.peerId} closed`);
+    };
+    // A channel announced by the other side may already be open.
+    if (dc.readyState === 'open') checkOpen();
+  }
+
+  async _onPeerSignal(from, data) {
+    if (typeof from !== 'number' || !data || typeof data !== 'object') return;
+    let m = this._mesh.get(from);
+    if (!m) {
+      // Only members we know (peer_joined always comes first) may offer.
+      if (!this._welcomed || !this.roster.has(from) || data.description?.type !== 'offer') return;
+      await this._openMember(from, false);
+      m = this._mesh.get(from);
+      if (!m) return;
+    }
+    try {
+      const desc = data.description;
+      if (desc && typeof desc === 'object') {
+        if (desc.type === 'offer' && !m.initiator && !m.remoteSet) {
+          await m.pc.setRemoteDescription({ type: 'offer', sdp: String(desc.sdp) });
+          m.remoteSet = true;
+          for (const c of m.pending.splice(0)) await this._addMemberCandidate(m, c);
+          const answer = await m.pc.createAnswer();
+          await m.pc.setLocalDescription(answer);
+          if (this._mesh.get(from) === m && !this._closed) {
+            this._sendSignal({ type: 'signal', to: from, data: { description: { type: 'answer', sdp: m.pc.localDescription.sdp } } });
+          }
+        } else if (desc.type === 'answer' && m.initiator && !m.remoteSet) {
+          await m.pc.setRemoteDescription({ type: 'answer', sdp: String(desc.sdp) });
+          m.remoteSet = true;
+          for (const c of m.pending.splice(0)) await this._addMemberCandidate(m, c);
+        } else {
+          this._emit('error', { code: 'bad_signal', message: `unexpected ${String(desc.type)} from peer ${from}`, fatal: false });
+        }
+      } else if (data.candidate && typeof data.candidate === 'object') {
+        if (m.remoteSet) await this._addMemberCandidate(m, data.candidate);
+        else m.pending.push(data.candidate);
+      }
+    } catch (e) {
+      if (this._mesh.get(from) !== m || this._closed) return;
+      this._emit('error', { code: 'bad_signal', message: `signal from peer ${from} rejected: ${e?.message ?? e}`, fatal: false });
+    }
+  }
+
+  async _addMemberCandidate(m, candidate) {
+    if (typeof candidate.candidate !== 'string' || candidate.candidate === '') return;
+    try {
+      await m.pc.addIceCandidate(candidate);
+    } catch (e) {
+      if (this._mesh.get(m.peerId) === m && !this._closed) {
+        this._emit('error', { code: 'bad_candidate', message: `candidate of peer ${m.peerId} rejected: ${e.message}`, fatal: false });
+      }
+    }
+  }
+
+  _emitMemberState(m) {
+    const state = this._mesh.get(m.peerId) !== m ? 'closed' : (m.open ? 'open' : 'connecting');
+    const connectionState = state === 'closed' ? 'closed' : m.pc.connectionState;
+    this._emit('peerstatechange', { peerId: m.peerId, state, connectionState });
+    const overall = this._meshConnectionState();
+    if (overall !== this._lastMeshState) {
+      this._lastMeshState = overall;
+      this._emit('statechange', { state: this._state, connectionState: overall });
+    }
+  }
+
+  _meshConnectionState() {
+    if (this._closed) return 'closed';
+    const states = new Set([...this._mesh.values()].map((m) => m.pc.connectionState));
+    for (const s of ['failed', 'disconnected', 'new', 'connecting']) if (states.has(s)) return s;
+    return this._state === 'open' || this._mesh.size > 0 ? 'connected' : 'new';
+  }
+
+  _detachMember(m) {
+    m.pc.onicecandidate = null;
+    m.pc.onconnectionstatechange = null;
+    m.pc.ondatachannel = null;
+    for (const label of CHANNELS) {
+      const dc = m.channels[label];
+      if (dc) {
+        dc.onopen = null;
+        dc.onclose = null;
+        dc.onmessage = null;
+      }
+    }
+    return m.pc;
+  }
+
+  /** Tears down the connection to a member (it left, or the connection broke). */
+  _closeMember(peerId) {
+    const m = this._mesh.get(peerId);
+    if (!m) return;
+    this._mesh.delete(peerId);
+    try {
+      this._detachMember(m).close();
+    } catch {
+      // Already closed.
+    }
+    if (!this._closed) this._emitMemberState(m);
+  }
+
+  /**
+   * The connection to a member broke. Usually the member is leaving and
+   * peer_left is on its way: only if it is still in the room after a grace
+   * period is this an error (and, before connect() resolved, a failure).
+   */
+  _memberLost(m, code, message) {
+    this._closeMember(m.peerId);
+    setTimeout(() => {
+      if (this._closed || !this.roster.has(m.peerId) || this._mesh.has(m.peerId)) return;
+      if (this._connectDone && this._awaiting.has(m.peerId)) {
+        this._fail(new RtcRelayError(code, message));
+      } else {
+        this._awaiting.delete(m.peerId);
+        this._emit('error', { code, message, fatal: false });
+      }
+    }, CHANNEL_CLOSE_GRACE_MS);
   }
 
   _fail(err) {
@@ -562,15 +882,18 @@ export class RtcRelay extends EventTarget {
       }
     }
     clearTimeout(this._channelCloseTimer);
-    const pc = this._pc;
+    const pcs = [this._pc, ...[...this._mesh.values()].map((m) => this._detachMember(m))].filter(Boolean);
+    this._mesh.clear();
     const closePc = () => {
-      try {
-        pc?.close();
-      } catch {
-        // Already closed.
+      for (const pc of pcs) {
+        try {
+          pc.close();
+        } catch {
+          // Already closed.
+        }
       }
     };
-    if (pc) {
+    for (const pc of pcs) {
       pc.onicecandidate = null;
       pc.onconnectionstatechange = null;
     }
