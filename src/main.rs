@@ -109,9 +109,24 @@ struct TurnArgs {
 /// Flags of the `[turn]` section, shared by `serve` and `turn`.
 #[derive(Args)]
 struct TurnFlags {
-    /// TURN UDP listen address; repeat for several [config: turn.listen_udp].
+    /// TURN UDP listen address; repeat for several, `none` for none
+    /// [config: turn.listen_udp].
     #[arg(long, value_name = "ADDR")]
-    turn_listen_udp: Vec<SocketAddr>,
+    turn_listen_udp: Vec<ListenFlag>,
+    /// TURN-over-TCP listen address; repeat for several, `none` for none
+    /// [config: turn.listen_tcp].
+    #[arg(long, value_name = "ADDR")]
+    turn_listen_tcp: Vec<ListenFlag>,
+    /// TURN-over-TLS listen address (`turns:`); repeat for several, `none`
+    /// for none; needs --turn-tls-cert and --turn-tls-key [config: turn.listen_tls].
+    #[arg(long, value_name = "ADDR")]
+    turn_listen_tls: Vec<ListenFlag>,
+    /// PEM certificate chain for the TLS listeners [config: turn.tls_cert].
+    #[arg(long, value_name = "FILE")]
+    turn_tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS listeners [config: turn.tls_key].
+    #[arg(long, value_name = "FILE")]
+    turn_tls_key: Option<PathBuf>,
     /// Address TURN relay sockets bind to [config: turn.relay_ip].
     #[arg(long, value_name = "IP")]
     turn_relay_ip: Option<IpAddr>,
@@ -123,11 +138,44 @@ struct TurnFlags {
     turn_relay_ports: Option<String>,
 }
 
+/// A listen address flag: an address, or `none`.
+#[derive(Debug, Clone, Copy)]
+struct ListenFlag(Option<SocketAddr>);
+
+impl std::str::FromStr for ListenFlag {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "none" {
+            return Ok(ListenFlag(None));
+        }
+        s.parse()
+            .map(|a| ListenFlag(Some(a)))
+            .map_err(|e| format!("{e} (an address like 127.0.0.1:3478, or `none`)"))
+    }
+}
+
 impl TurnFlags {
     fn overrides(&self, o: &mut Vec<(&'static str, Value)>) {
-        if !self.turn_listen_udp.is_empty() {
-            let list: Vec<String> = self.turn_listen_udp.iter().map(|a| a.to_string()).collect();
-            o.push(("turn.listen_udp", list.into()));
+        for (key, flags) in [
+            ("turn.listen_udp", &self.turn_listen_udp),
+            ("turn.listen_tcp", &self.turn_listen_tcp),
+            ("turn.listen_tls", &self.turn_listen_tls),
+        ] {
+            if !flags.is_empty() {
+                let list: Vec<String> = flags
+                    .iter()
+                    .filter_map(|f| f.0.map(|a| a.to_string()))
+                    .collect();
+                o.push((key, list.into()));
+            }
+        }
+        for (key, path) in [
+            ("turn.tls_cert", &self.turn_tls_cert),
+            ("turn.tls_key", &self.turn_tls_key),
+        ] {
+            if let Some(path) = path {
+                o.push((key, path.display().to_string().into()));
+            }
         }
         if let Some(ip) = self.turn_relay_ip {
             o.push(("turn.relay_ip", ip.to_string().into()));
@@ -355,8 +403,7 @@ fn init_tracing(config: &Config) {
     }
 }
 
-/// Starts the bundled TURN server, logging the settings it accepts but does
-/// not apply yet.
+/// Starts the bundled TURN server, logging configuration warnings.
 async fn start_turn(config: &Config, metrics: TurnMetrics) -> anyhow::Result<Arc<TurnServer>> {
     for warning in TurnServer::start_warnings(&config.turn) {
         tracing::warn!("config: {warning}");
@@ -447,7 +494,7 @@ fn reload_on_sighup(
                         }
                         tracing::info!(
                             secrets = turn.auth().credentials().secret_count(),
-                            "SIGHUP: [turn] reloaded (credentials, peer policy, quotas, bandwidth cap); \
+                            "SIGHUP: [turn] reloaded (credentials, peer policy, quotas, limits, TLS certificate); \
                              other sections need a restart"
                         );
                     }

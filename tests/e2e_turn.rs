@@ -191,9 +191,15 @@ impl Run {
 /// Runs `turnutils_uclient` (UDP, no RTCP allocation, 20 messages) against
 /// `turn` relaying to `127.0.0.1:peer_port`, with `auth` arguments.
 fn uclient(turn: SocketAddr, peer_port: u16, auth: &[&str]) -> Run {
+    uclient_with(turn, peer_port, &[], auth)
+}
+
+/// [`uclient`] with more arguments (`-t`: TURN over TCP).
+fn uclient_with(turn: SocketAddr, peer_port: u16, extra: &[&str], auth: &[&str]) -> Run {
     let bin = coturn_tool("turnutils_uclient");
     let mut child = Command::new(bin)
         .args(["-c", "-n", "20", "-l", "100", "-z", "5"])
+        .args(extra)
         .args(["-e", "127.0.0.1", "-r", &peer_port.to_string()])
         .args(["-p", &turn.port().to_string()])
         .args(auth)
@@ -295,6 +301,48 @@ fn coturn_client_relays_with_static_and_rest_credentials() {
     assert!(server.metric("rtcrelay_turn_allocations{protocol=\"udp\"}") >= 1.0);
     let (_, body) = server.get("/metrics");
     assert!(!body.contains("alice") && !body.contains("bob"), "{body}");
+}
+
+/// The same client over TURN-over-TCP (`-t`), against the TCP listener
+/// `rtcrelay serve` runs next to the UDP one.
+#[test]
+fn coturn_client_relays_over_tcp_and_is_refused_with_a_wrong_secret() {
+    let config = ConfigFile::new(CONFIG);
+    let server = serve(&config);
+    let peer = EchoPeer::start();
+    let tcp = server.turn_addr_of("turn", "tcp");
+
+    uclient_with(tcp, peer.port, &["-t"], &["-u", "alice", "-w", "password"])
+        .assert_echoed("TCP, static user alice");
+    uclient_with(tcp, peer.port, &["-t"], &["-W", SECRET, "-u", "bob"])
+        .assert_echoed("TCP, REST secret (-W)");
+    uclient_with(
+        tcp,
+        peer.port,
+        &["-t"],
+        &["-W", "not-the-secret", "-u", "bob"],
+    )
+    .assert_refused("TCP, wrong secret", "error 400");
+
+    let to_peer = server
+        .metric("rtcrelay_turn_relayed_packets_total{protocol=\"tcp\",direction=\"to_peer\"}");
+    let from_peer = server
+        .metric("rtcrelay_turn_relayed_packets_total{protocol=\"tcp\",direction=\"from_peer\"}");
+    assert!(
+        to_peer >= 30.0 && from_peer >= 30.0,
+        "{to_peer} {from_peer}"
+    );
+    assert!(server.metric("rtcrelay_turn_allocations_created_total{protocol=\"tcp\"}") >= 2.0);
+    assert_eq!(
+        server
+            .metric("rtcrelay_turn_relayed_packets_total{protocol=\"udp\",direction=\"to_peer\"}"),
+        0.0,
+        "nothing went over UDP"
+    );
+    assert!(
+        server.metric("rtcrelay_turn_connections_closed_total{protocol=\"tcp\",reason=\"client\"}")
+            >= 3.0
+    );
 }
 
 #[test]
@@ -460,6 +508,8 @@ fn turn_subcommand_runs_the_turn_server_alone() {
             config.arg(),
             "--turn-listen-udp",
             "127.0.0.1:0",
+            "--turn-listen-tcp",
+            "127.0.0.1:0",
         ])
         .args(["--metrics-listen", "127.0.0.1:0"])
         .env("RTCRELAY_LOG", "warn")
@@ -475,7 +525,10 @@ fn turn_subcommand_runs_the_turn_server_alone() {
             .next()
             .expect("rtcrelay turn printed its addresses")
             .unwrap();
-        if let Some(url) = line.strip_prefix("turn: turn:") {
+        if let Some(url) = line
+            .strip_prefix("turn: turn:")
+            .filter(|u| u.ends_with("?transport=udp"))
+        {
             turn = Some(
                 url.split('?')
                     .next()

@@ -42,7 +42,7 @@ export async function startServer(extraArgs = []) {
   }
   // The bundled TURN server on a free port too (its `turn:` URL reaches each
   // client in `welcome.ice_servers`, with credentials).
-  const args = ['serve', '--http-listen', '127.0.0.1:0', '--relay-listen', '127.0.0.1:0', '--turn-listen-udp', '127.0.0.1:0', ...extraArgs];
+  const args = ['serve', '--http-listen', '127.0.0.1:0', '--relay-listen', '127.0.0.1:0', '--turn-listen-udp', '127.0.0.1:0', '--turn-listen-tcp', '127.0.0.1:0', ...extraArgs];
   const proc = spawn(RTCRELAY_BIN, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RTCRELAY_LOG: process.env.RTCRELAY_LOG ?? 'info' },

@@ -9,14 +9,16 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// `rtcrelay serve` on free loopback ports (tests parse the printed ones),
-/// the bundled TURN server's UDP listener included.
-pub const SERVE_ON_FREE_PORTS: [&str; 7] = [
+/// the bundled TURN server's UDP and TCP listeners included.
+pub const SERVE_ON_FREE_PORTS: [&str; 9] = [
     "serve",
     "--http-listen",
     "127.0.0.1:0",
     "--relay-listen",
     "127.0.0.1:0",
     "--turn-listen-udp",
+    "127.0.0.1:0",
+    "--turn-listen-tcp",
     "127.0.0.1:0",
 ];
 
@@ -96,9 +98,20 @@ impl TestServer {
     /// The address of the first `turn:` URL (`turn:HOST:PORT?...`).
     pub fn turn_addr(&self) -> SocketAddr {
         let url = self.turn.first().expect("the server printed no turn: URL");
-        let rest = url.strip_prefix("turn:").expect("a turn: URL");
-        let hostport = rest.split('?').next().unwrap();
-        hostport.parse().expect("turn URL host:port")
+        turn_url_addr(url)
+    }
+
+    /// The address of the first TURN URL ending in `?transport=TRANSPORT`
+    /// with scheme `scheme` (`turn` or `turns`).
+    pub fn turn_addr_of(&self, scheme: &str, transport: &str) -> SocketAddr {
+        let prefix = format!("{scheme}:");
+        let suffix = format!("?transport={transport}");
+        let url = self
+            .turn
+            .iter()
+            .find(|u| u.starts_with(&prefix) && u.ends_with(&suffix))
+            .unwrap_or_else(|| panic!("no {prefix}...{suffix} URL in {:?}", self.turn));
+        turn_url_addr(url)
     }
 
     /// `GET path` over a fresh connection; returns (status, body).
@@ -273,4 +286,11 @@ impl RawWs {
         self.send_text(&join.to_string()).await;
         self.expect("welcome").await
     }
+}
+
+/// `HOST:PORT` of a `turn:` / `turns:` URL.
+fn turn_url_addr(url: &str) -> SocketAddr {
+    let rest = url.split_once(':').expect("a TURN URL").1;
+    let hostport = rest.split('?').next().unwrap();
+    hostport.parse().expect("TURN URL host:port")
 }

@@ -9,7 +9,7 @@
 //! [turn]
 //! realm = "rtcrelay"
 //! listen_udp = ["127.0.0.1:3478"]
-//! listen_tcp = []                    # e.g. ["127.0.0.1:3478"]; default empty until TCP is served
+//! listen_tcp = ["127.0.0.1:3478"]
 //! listen_tls = []                     # e.g. ["0.0.0.0:443"], with tls_cert / tls_key (PEM)
 //! relay_ip = "127.0.0.1"              # address relay sockets bind to
 //! external_ip = ""                    # address advertised in XOR-RELAYED-ADDRESS (1:1 NAT)
@@ -18,6 +18,8 @@
 //! user_quota = 10                     # concurrent allocations per username (486 when exceeded)
 //! total_quota = 10000
 //! max_bps_per_allocation = 0          # 0 = unlimited
+//! unauthenticated_rate_per_ip = 10    # requests/s that may get a nonce, per source IP (0 = unlimited)
+//! unauthenticated_rate_total = 100    # the same, all sources together
 //! [turn.auth]
 //! secrets = ["change-me"]             # TURN REST API shared secrets, coturn use-auth-secret compatible
 //! users = { alice = "password" }      # static long-term credentials
@@ -127,6 +129,14 @@ pub struct TurnConfig {
     /// Bandwidth cap of one allocation, bits per second each way; 0 means
     /// unlimited.
     pub max_bps_per_allocation: u64,
+    /// Requests per second from one source IP that may reach the server
+    /// without a nonce it issued to that source (each costs the `turn`
+    /// crate a nonce kept for an hour; see [`crate::limit`]); bursts of
+    /// 10 s worth. 0 = unlimited.
+    pub unauthenticated_rate_per_ip: u32,
+    /// The same budget for all sources together: the nonce map grows at
+    /// most this fast. 0 = unlimited.
+    pub unauthenticated_rate_total: u32,
     pub auth: AuthConfig,
     pub peers: PeersConfig,
 }
@@ -184,7 +194,7 @@ impl Default for TurnConfig {
             enabled: true,
             realm: "rtcrelay".into(),
             listen_udp: vec![loopback],
-            listen_tcp: Vec::new(),
+            listen_tcp: vec![loopback],
             listen_tls: Vec::new(),
             tls_cert: None,
             tls_key: None,
@@ -195,6 +205,8 @@ impl Default for TurnConfig {
             user_quota: 10,
             total_quota: 10_000,
             max_bps_per_allocation: 0,
+            unauthenticated_rate_per_ip: 10,
+            unauthenticated_rate_total: 100,
             auth: AuthConfig::default(),
             peers: PeersConfig::default(),
         }
@@ -466,6 +478,25 @@ impl TurnConfig {
                     self.user_quota, self.total_quota
                 ),
             );
+        }
+        for (key, rate) in [
+            (
+                "unauthenticated_rate_per_ip",
+                self.unauthenticated_rate_per_ip,
+            ),
+            (
+                "unauthenticated_rate_total",
+                self.unauthenticated_rate_total,
+            ),
+        ] {
+            if rate == 0 {
+                warn(
+                    key,
+                    "is 0 (unlimited): a flood of unauthenticated requests grows the TURN \
+                     server's nonce table without bound"
+                        .into(),
+                );
+            }
         }
         if self.listen_tls.is_empty() && (self.tls_cert.is_some() || self.tls_key.is_some()) {
             warn(
@@ -852,9 +883,10 @@ deny = []
         assert_eq!(parse("[turn]\n").unwrap(), d);
         assert!(d.enabled);
         assert_eq!(d.listen_udp, vec!["127.0.0.1:3478".parse().unwrap()]);
-        assert!(
-            d.listen_tcp.is_empty(),
-            "not served yet, so not on by default"
+        assert_eq!(d.listen_tcp, vec!["127.0.0.1:3478".parse().unwrap()]);
+        assert_eq!(
+            (d.unauthenticated_rate_per_ip, d.unauthenticated_rate_total),
+            (10, 100)
         );
         assert!(d.listen_tls.is_empty() && d.tls_cert.is_none() && d.tls_key.is_none());
         assert_eq!(d.relay_ip, IpAddr::from([127, 0, 0, 1]));

@@ -16,19 +16,23 @@
 //!   `RelayAddressGenerator` for the relay IP and port range, and a listener
 //!   `Conn` guard that answers CreatePermission/ChannelBind for denied peers
 //!   with 403.
+//! - [`limit`]: rate limits, sans-IO: the token bucket, and the budget of
+//!   unauthenticated requests that keeps the crate's nonce map bounded.
 //! - [`stream`]: TURN over TCP and TLS (rustls): [`StreamListener`] accepts
 //!   connections on one address and presents them all to the crate as one
 //!   packet `Conn` (STUN / padded ChannelData framing as Chromium and coturn
 //!   speak it), with connection limits, timeouts and bounded buffers;
 //!   [`stream::StreamConn`] is the client side for the crate's `Client`.
 //! - [`server`]: [`TurnServer`], the `turn` crate's server with all of the
-//!   above plugged in: UDP listeners, quotas (486), allocation tracking,
-//!   per-allocation bandwidth cap, hot reload, and the [`server::TurnMinter`]
-//!   signaling mints client credentials with.
+//!   above plugged in: UDP, TCP and TLS listeners, quotas (486), the
+//!   lifetime cap, allocation tracking, per-allocation bandwidth cap, hot
+//!   reload, and the [`server::TurnMinter`] signaling mints client
+//!   credentials with.
 //! - [`metrics`]: the `rtcrelay_turn_*` Prometheus families.
 
 pub mod config;
 pub mod credentials;
+pub mod limit;
 pub mod metrics;
 pub mod policy;
 pub mod relay_conn;

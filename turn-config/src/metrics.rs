@@ -17,10 +17,14 @@
 //! | `rtcrelay_turn_relayed_packets_total` | `protocol`, `direction` | datagrams relayed, `to_peer` / `from_peer` |
 //! | `rtcrelay_turn_relayed_bytes_total` | `protocol`, `direction` | their payload bytes |
 //! | `rtcrelay_turn_datagrams_dropped_total` | `protocol`, `reason` | relay datagrams dropped by `bandwidth` (`turn.max_bps_per_allocation`) |
+//! | `rtcrelay_turn_requests_dropped_total` | `protocol`, `reason` | requests dropped over the unauthenticated budgets: `unauthenticated_per_ip`, `unauthenticated_total` ([`crate::limit`]) |
+//! | `rtcrelay_turn_lifetimes_capped_total` | `protocol` | Allocate/Refresh requests capped at `turn.max_allocation_lifetime` |
+//! | `rtcrelay_turn_connections` (gauge) | `protocol` | TCP/TLS connections open |
+//! | `rtcrelay_turn_connections_closed_total` | `protocol`, `reason` | TCP/TLS connections ended: `client`, `garbage`, `timeout`, `slow_reader`, `tls_handshake`, refused `listener_limit` / `ip_limit` |
+//! | `rtcrelay_turn_stream_messages_dropped_total` | `protocol`, `reason` | TCP/TLS messages dropped: `oversize`, `queue_full`, `no_connection` |
 //! | `rtcrelay_turn_reloads_total` | `result` | SIGHUP reloads of `[turn]`, `ok` / `error` |
 //!
-//! `protocol` is the listener's transport (`udp`; `tcp` and `tls` once they
-//! are served).
+//! `protocol` is the listener's transport: `udp`, `tcp`, `tls`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,8 +37,10 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::credentials::{AuthError, TurnAuthHandler};
+use crate::limit::Admission;
 use crate::policy::Denied;
 use crate::relay_conn::{RelayCounters, RelayStats};
+use crate::stream::{StreamListener, StreamStats};
 
 /// A TURN listener's transport, the `protocol` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,6 +106,11 @@ pub struct ListenerStats {
     pub(crate) allocations_refused: [AtomicU64; 3],
     /// Relay datagrams dropped by the per-allocation bandwidth cap.
     pub(crate) bandwidth_drops: AtomicU64,
+    /// Requests dropped over the unauthenticated budgets: per source IP,
+    /// total.
+    pub(crate) unauthenticated_drops: [AtomicU64; 2],
+    /// Allocate/Refresh requests whose LIFETIME was capped.
+    pub(crate) lifetimes_capped: AtomicU64,
 }
 
 impl ListenerStats {
@@ -113,6 +124,27 @@ impl ListenerStats {
 
     pub fn bandwidth_drops(&self) -> u64 {
         self.bandwidth_drops.load(Ordering::Relaxed)
+    }
+
+    /// Requests dropped over the unauthenticated budget of their source IP
+    /// and over the total one.
+    pub fn unauthenticated_drops(&self) -> [u64; 2] {
+        self.unauthenticated_drops
+            .each_ref()
+            .map(|a| a.load(Ordering::Relaxed))
+    }
+
+    pub fn lifetimes_capped(&self) -> u64 {
+        self.lifetimes_capped.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn unauthenticated_dropped(&self, admission: Admission) {
+        let i = match admission {
+            Admission::OverSourceBudget => 0,
+            Admission::OverTotalBudget => 1,
+            Admission::KnownNonce | Admission::Budgeted => return,
+        };
+        self.unauthenticated_drops[i].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn refused(&self, reason: AllocationRefusal) {
@@ -135,6 +167,7 @@ struct ListenerSource {
 #[derive(Debug, Default)]
 struct Sources {
     listeners: Vec<ListenerSource>,
+    streams: Vec<(Transport, Arc<StreamListener>)>,
     auth: Option<Arc<TurnAuthHandler>>,
     active: Option<Arc<dyn ActiveAllocations>>,
 }
@@ -187,6 +220,10 @@ impl TurnMetrics {
         });
     }
 
+    pub(crate) fn add_stream(&self, transport: Transport, listener: Arc<StreamListener>) {
+        self.lock().streams.push((transport, listener));
+    }
+
     pub(crate) fn set_auth(&self, auth: Arc<TurnAuthHandler>) {
         self.lock().auth = Some(auth);
     }
@@ -229,6 +266,14 @@ impl TurnMetrics {
                     totals.refused[reason.index()] += l.stats.allocations_refused(reason);
                 }
                 totals.bandwidth_drops += l.stats.bandwidth_drops();
+                for (sum, n) in totals
+                    .unauthenticated_drops
+                    .iter_mut()
+                    .zip(l.stats.unauthenticated_drops())
+                {
+                    *sum += n;
+                }
+                totals.lifetimes_capped += l.stats.lifetimes_capped();
             }
             if any {
                 totals.active = sources.active.as_ref().map_or(0, |a| a.active(transport));
@@ -239,12 +284,97 @@ impl TurnMetrics {
     }
 }
 
+impl TurnMetrics {
+    /// The TCP/TLS connection families, summed per transport.
+    fn encode_streams(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let per_transport: Vec<(Transport, Vec<StreamStats>)> = {
+            let sources = self.lock();
+            Transport::ALL
+                .into_iter()
+                .map(|t| {
+                    let stats = sources
+                        .streams
+                        .iter()
+                        .filter(|(st, _)| *st == t)
+                        .map(|(_, l)| l.stats())
+                        .collect::<Vec<_>>();
+                    (t, stats)
+                })
+                .filter(|(_, stats)| !stats.is_empty())
+                .collect()
+        };
+        if per_transport.is_empty() {
+            return Ok(());
+        }
+        let sum = |stats: &[StreamStats], f: fn(&StreamStats) -> u64| stats.iter().map(f).sum();
+        {
+            let mut family = encoder.encode_descriptor(
+                "connections",
+                "TURN TCP/TLS connections open",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (t, stats) in &per_transport {
+                let active: u64 = sum(stats, |s| s.active);
+                ConstGauge::new(active as i64)
+                    .encode(family.encode_family(&[("protocol", t.as_str())])?)?;
+            }
+        }
+        type Field = (&'static str, fn(&StreamStats) -> u64);
+        const ENDS: [Field; 7] = [
+            ("client", |s| s.closed_by_client),
+            ("garbage", |s| s.closed_garbage),
+            ("timeout", |s| s.closed_timeout),
+            ("slow_reader", |s| s.closed_slow_reader),
+            ("tls_handshake", |s| s.tls_handshake_failed),
+            ("listener_limit", |s| s.refused_listener_limit),
+            ("ip_limit", |s| s.refused_ip_limit),
+        ];
+        counter_family(
+            encoder,
+            "connections_closed",
+            "TURN TCP/TLS connections ended, by reason (client: closed by the client; \
+             listener_limit / ip_limit: refused at accept)",
+            per_transport.iter().flat_map(|(t, stats)| {
+                ENDS.map(|(reason, f)| {
+                    (
+                        vec![("protocol", t.as_str()), ("reason", reason)],
+                        sum(stats, f),
+                    )
+                })
+            }),
+        )?;
+        const DROPS: [Field; 3] = [
+            ("oversize", |s| s.dropped_oversize),
+            ("queue_full", |s| s.dropped_queue_full),
+            ("no_connection", |s| s.dropped_no_connection),
+        ];
+        counter_family(
+            encoder,
+            "stream_messages_dropped",
+            "TURN TCP/TLS messages dropped: oversize (received, larger than the server \
+             takes), queue_full (to a client that reads too slowly), no_connection (to a \
+             closed connection)",
+            per_transport.iter().flat_map(|(t, stats)| {
+                DROPS.map(|(reason, f)| {
+                    (
+                        vec![("protocol", t.as_str()), ("reason", reason)],
+                        sum(stats, f),
+                    )
+                })
+            }),
+        )
+    }
+}
+
 #[derive(Debug, Default)]
 struct ListenerTotals {
     active: u64,
     created: u64,
     refused: [u64; 3],
     bandwidth_drops: u64,
+    unauthenticated_drops: [u64; 2],
+    lifetimes_capped: u64,
 }
 
 fn add_stats(sum: &mut RelayStats, s: &RelayStats) {
@@ -384,6 +514,27 @@ impl Collector for TurnMetrics {
                 )
             }),
         )?;
+        counter_family(
+            &mut encoder,
+            "requests_dropped",
+            "TURN requests dropped before the server saw them: over the unauthenticated \
+             budget of their source IP or of the whole server (each would cost a nonce)",
+            transports.iter().flat_map(|(t, _, totals)| {
+                ["unauthenticated_per_ip", "unauthenticated_total"]
+                    .into_iter()
+                    .zip(totals.unauthenticated_drops)
+                    .map(|(reason, v)| (vec![("protocol", t.as_str()), ("reason", reason)], v))
+            }),
+        )?;
+        counter_family(
+            &mut encoder,
+            "lifetimes_capped",
+            "Allocate/Refresh requests whose lifetime was capped at turn.max_allocation_lifetime",
+            transports
+                .iter()
+                .map(|(t, _, totals)| (vec![("protocol", t.as_str())], totals.lifetimes_capped)),
+        )?;
+        self.encode_streams(&mut encoder)?;
         counter_family(
             &mut encoder,
             "reloads",

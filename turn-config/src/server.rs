@@ -2,16 +2,21 @@
 //! plugged into its extension points.
 //!
 //! For each `turn.listen_udp` address, [`TurnServer::start`] binds a UDP
-//! socket and stacks, outermost first:
+//! socket, and for each `turn.listen_tcp` / `turn.listen_tls` address a
+//! [`StreamListener`] (all its connections as one packet `Conn`), and
+//! stacks on each, outermost first:
 //!
 //! 1. [`PeerRequestGuard`]: answers CreatePermission/ChannelBind for denied
 //!    peers with 403;
 //! 2. `ListenerConn` (here): shows each datagram to
-//!    [`TurnAuthHandler::observe`] (secret rotation), refuses Allocate
-//!    requests over `turn.user_quota` / `turn.total_quota` with 486, and
-//!    watches the crate's responses to count allocations (created, 508),
-//!    wrong passwords, and to record which username holds which allocation;
-//! 3. the socket.
+//!    [`TurnAuthHandler::observe`] (secret rotation); drops requests over
+//!    the unauthenticated budgets ([`crate::limit`]); refuses Allocate
+//!    requests over `turn.user_quota` / `turn.total_quota` with 486; caps
+//!    the LIFETIME of Allocate and Refresh requests at
+//!    `turn.max_allocation_lifetime`; and watches the crate's responses to
+//!    count allocations (created, 508), wrong passwords, nonces issued, and
+//!    to record which username holds which allocation;
+//! 3. the socket or stream listener.
 //!
 //! Relay sockets come from [`PolicedRelayGenerator`] (relay IP, port range,
 //! external IP, peer policy on every datagram), wrapped by a tracking
@@ -41,19 +46,16 @@
 //! user quota counts usernames as the client sends them: a REST username is
 //! the whole `expiry:user-id` string (as in coturn).
 //!
-//! # Not here yet
+//! # Lifetime cap
 //!
-//! - `turn.listen_tcp` / `turn.listen_tls` are validated but not served.
-//!   The TCP/TLS adapter (`crate::stream::StreamListener`) plugs in where
-//!   [`TurnServer::start`] binds UDP listeners: bind it, add its address to
-//!   the listeners (own addresses, URLs), and `ListenerParts::conn_config`
-//!   it with [`Transport::Tcp`] / [`Transport::Tls`]; keep it to call its
-//!   `shutdown` from [`TurnServer::shutdown`], and drop the
-//!   [`StartError::NoListener`] / `start_warnings` notes about TCP/TLS.
-//! - `turn.max_allocation_lifetime` below 1 h is not enforced: the crate
-//!   grants what the client asks up to its own 1 h cap and offers no hook to
-//!   shorten it.
-//! - No rate limit on unauthenticated requests yet (the crate's nonce map).
+//! The crate grants what a client asks for (10 min when it asks nothing or
+//! 1 h or more) and has no setting to grant less. So an Allocate or Refresh
+//! whose MESSAGE-INTEGRITY verifies and whose granted lifetime would exceed
+//! `turn.max_allocation_lifetime` is rewritten before the crate sees it:
+//! LIFETIME set to the cap, MESSAGE-INTEGRITY recomputed with the same key
+//! (and FINGERPRINT, if it had one). The crate then grants the cap, tells
+//! the client so in its response, and expires the allocation on time if it
+//! is not refreshed. A Refresh with LIFETIME 0 (deallocation) is untouched.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -63,29 +65,36 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_REALM, ATTR_USERNAME};
+use stun::attributes::{
+    ATTR_FINGERPRINT, ATTR_LIFETIME, ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM, ATTR_USERNAME,
+};
 use stun::error_code::{
     ErrorCodeAttribute, CODE_ALLOC_QUOTA_REACHED, CODE_BAD_REQUEST, CODE_INSUFFICIENT_CAPACITY,
 };
+use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
 use stun::message::{
     Getter, Message, MessageType, Setter, CLASS_ERROR_RESPONSE, CLASS_REQUEST,
-    CLASS_SUCCESS_RESPONSE, METHOD_ALLOCATE,
+    CLASS_SUCCESS_RESPONSE, METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION,
+    METHOD_REFRESH,
 };
 use stun::textattrs::TextAttribute;
 use turn::auth::AuthHandler;
+use turn::proto::lifetime::{Lifetime, DEFAULT_LIFETIME};
 use turn::relay::RelayAddressGenerator;
 use turn::server::config::{ConnConfig, ServerConfig};
 use turn::server::Server;
 use webrtc_util::Conn;
 
-use crate::config::TurnConfig;
+use crate::config::{TurnConfig, MAX_ALLOCATION_LIFETIME};
 use crate::credentials::{
     generate_secret, system_unix_time, Credentials, MintError, RealmChanged, TurnAuthHandler,
 };
+use crate::limit::{TokenBucket, UnauthenticatedLimiter, UnauthenticatedRates};
 use crate::metrics::{ActiveAllocations, AllocationRefusal, ListenerStats, Transport, TurnMetrics};
 use crate::policy::{OwnAddresses, PeerPolicy, PeerRules, SharedPeerPolicy};
 use crate::relay_conn::{PeerRequestGuard, PolicedRelayGenerator, RelayCounters};
+use crate::stream::{tls_acceptor_from_pem_files, StreamListener, StreamOptions, TlsSetupError};
 
 /// Why the TURN server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -97,18 +106,20 @@ pub enum StartError {
     #[error("key `turn.enabled`: the TURN server is disabled")]
     Disabled,
     #[error(
-        "key `turn.listen_udp`: cannot bind UDP {addr}: {error} (another TURN server on \
-         that port? set turn.listen_udp / --turn-listen-udp, or turn.enabled = false / --no-turn)"
+        "key `turn.{key}`: cannot bind {} {addr}: {error} (another TURN server on \
+         that port? set turn.{key} / --turn-{}, or turn.enabled = false / --no-turn)",
+        .transport.as_str().to_uppercase(), .key.replace('_', "-")
     )]
     Bind {
+        key: &'static str,
+        transport: Transport,
         addr: SocketAddr,
         /// (Not a `#[source]`: the message already says it.)
         error: std::io::Error,
     },
-    #[error(
-        "no TURN listener is served (turn.listen_udp is empty; TCP and TLS are not served yet)"
-    )]
-    NoListener,
+    /// `turn.tls_cert` / `turn.tls_key` cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
     #[error("the TURN server did not start: {0}")]
     Turn(#[from] turn::Error),
 }
@@ -120,6 +131,8 @@ pub enum ReloadError {
     Invalid(Vec<String>),
     #[error(transparent)]
     RealmChanged(#[from] RealmChanged),
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
 }
 
 /// One served listener.
@@ -128,6 +141,16 @@ pub struct Listener {
     pub transport: Transport,
     /// The bound address (the real port when the config said 0).
     pub addr: SocketAddr,
+}
+
+impl Listener {
+    fn new(transport: Transport, addr: SocketAddr) -> Self {
+        Listener { transport, addr }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The settings a reload can change without touching allocations.
@@ -139,6 +162,8 @@ struct Limits {
     max_bps: AtomicU64,
     /// Seconds; what signaling mints with.
     credential_lifetime: AtomicU64,
+    /// Seconds; `turn.max_allocation_lifetime`.
+    max_lifetime: AtomicU64,
 }
 
 impl Limits {
@@ -150,6 +175,15 @@ impl Limits {
             .store(config.max_bps_per_allocation, Ordering::Relaxed);
         self.credential_lifetime
             .store(config.auth.credential_lifetime.as_secs(), Ordering::Relaxed);
+        self.max_lifetime
+            .store(config.max_allocation_lifetime.as_secs(), Ordering::Relaxed);
+    }
+}
+
+fn unauthenticated_rates(config: &TurnConfig) -> UnauthenticatedRates {
+    UnauthenticatedRates {
+        per_ip: config.unauthenticated_rate_per_ip,
+        total: config.unauthenticated_rate_total,
     }
 }
 
@@ -165,6 +199,9 @@ pub struct TurnServer {
     started: TurnConfig,
     limits: Arc<Limits>,
     listeners: Vec<Listener>,
+    /// The TCP and TLS listeners, to stop them and to renew certificates.
+    streams: Vec<Arc<StreamListener>>,
+    unauthenticated: Arc<Mutex<UnauthenticatedLimiter>>,
     urls: Arc<Vec<String>>,
     tracker: Arc<AllocationTracker>,
     metrics: TurnMetrics,
@@ -181,9 +218,9 @@ impl fmt::Debug for TurnServer {
 }
 
 impl TurnServer {
-    /// Validates `config`, binds every UDP listener and starts serving.
-    /// Warnings (settings accepted but not in force yet) are in
-    /// [`TurnServer::start_warnings`].
+    /// Validates `config`, binds every listener (UDP, TCP, TLS) and starts
+    /// serving. Warnings (settings that work but are probably not meant) are
+    /// in [`TurnServer::start_warnings`].
     pub async fn start(
         config: &TurnConfig,
         metrics: TurnMetrics,
@@ -192,40 +229,82 @@ impl TurnServer {
             return Err(StartError::Disabled);
         }
         config.validate().map_err(StartError::Invalid)?;
-        if config.listen_udp.is_empty() {
-            return Err(StartError::NoListener);
-        }
 
         let startup_secret = generate_secret();
         let auth = Arc::new(TurnAuthHandler::new(Credentials::from_config(
             config,
             &startup_secret,
         )));
+        let auth_dyn: Arc<dyn AuthHandler + Send + Sync> = auth.clone();
         let limits = Arc::new(Limits::default());
         limits.store(config);
         let tracker = Arc::new(AllocationTracker::default());
 
-        let mut sockets = Vec::new();
+        // Bind everything first: the peer policy denies every bound address.
+        let mut bound: Vec<(Arc<dyn Conn + Send + Sync>, Listener)> = Vec::new();
         for &addr in &config.listen_udp {
+            let bind_error = |error| StartError::Bind {
+                key: "listen_udp",
+                transport: Transport::Udp,
+                addr,
+                error,
+            };
             let socket = tokio::net::UdpSocket::bind(addr)
                 .await
-                .map_err(|error| StartError::Bind { addr, error })?;
-            let bound = socket
-                .local_addr()
-                .map_err(|error| StartError::Bind { addr, error })?;
-            sockets.push((socket, bound));
+                .map_err(bind_error)?;
+            let local = socket.local_addr().map_err(bind_error)?;
+            bound.push((Arc::new(socket), Listener::new(Transport::Udp, local)));
         }
-        let listeners: Vec<Listener> = sockets
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) if !config.listen_tls.is_empty() => {
+                Some(tls_acceptor_from_pem_files(cert, key)?)
+            }
+            _ => None,
+        };
+        let stream_options = StreamOptions {
+            release_allocations: Some(Arc::clone(&auth_dyn)),
+            ..StreamOptions::default()
+        };
+        let mut streams = Vec::new();
+        let stream_addrs = config
+            .listen_tcp
             .iter()
-            .map(|(_, addr)| Listener {
-                transport: Transport::Udp,
-                addr: *addr,
-            })
-            .collect();
+            .map(|a| ("listen_tcp", Transport::Tcp, *a))
+            .chain(
+                config
+                    .listen_tls
+                    .iter()
+                    .map(|a| ("listen_tls", Transport::Tls, *a)),
+            );
+        for (key, transport, addr) in stream_addrs {
+            let bind_error = |error| StartError::Bind {
+                key,
+                transport,
+                addr,
+                error,
+            };
+            let listener = match (transport, &tls) {
+                (Transport::Tls, Some(tls)) => {
+                    StreamListener::bind_tls(addr, tls.clone(), stream_options.clone()).await
+                }
+                _ => StreamListener::bind_tcp(addr, stream_options.clone()).await,
+            }
+            .map_err(bind_error)?;
+            let listener = Arc::new(listener);
+            let local = listener
+                .local_addr()
+                .map_err(|e| bind_error(std::io::Error::other(e.to_string())))?;
+            metrics.add_stream(transport, Arc::clone(&listener));
+            streams.push(Arc::clone(&listener));
+            bound.push((listener, Listener::new(transport, local)));
+        }
+        let listeners: Vec<Listener> = bound.iter().map(|(_, l)| *l).collect();
 
         let own = own_addresses(config, &listeners);
         let policy = SharedPeerPolicy::new(PeerPolicy::new(&peer_rules(config), &own));
-        let auth_dyn: Arc<dyn AuthHandler + Send + Sync> = auth.clone();
+        let unauthenticated = Arc::new(Mutex::new(UnauthenticatedLimiter::new(
+            unauthenticated_rates(config),
+        )));
 
         metrics.set_auth(Arc::clone(&auth));
         metrics.set_active(tracker.clone());
@@ -236,15 +315,12 @@ impl TurnServer {
             policy: &policy,
             tracker: &tracker,
             limits: &limits,
+            unauthenticated: &unauthenticated,
             metrics: &metrics,
         };
-        // TCP / TLS plug in here: bind a `StreamListener` per
-        // `listen_tcp` / `listen_tls` address (before `own_addresses`, so
-        // their addresses are denied as peers) and push
-        // `parts.conn_config(Arc::new(stream_listener), bound, Transport::Tcp)`.
-        let conn_configs: Vec<ConnConfig> = sockets
+        let conn_configs: Vec<ConnConfig> = bound
             .into_iter()
-            .map(|(socket, bound)| parts.conn_config(Arc::new(socket), bound, Transport::Udp))
+            .map(|(conn, l)| parts.conn_config(conn, l.addr, l.transport))
             .collect();
 
         let server = Server::new(ServerConfig {
@@ -267,36 +343,19 @@ impl TurnServer {
             started: config.clone(),
             limits,
             listeners,
+            streams,
+            unauthenticated,
             urls,
             tracker,
             metrics,
         })
     }
 
-    /// Settings of `config` that are accepted but not in force in this build,
-    /// one line per key (``key `turn.x`: ...``), for logging at startup.
+    /// Settings of `config` that work but are probably not what the operator
+    /// meant, one line per key (``key `turn.x`: ...``), for logging at
+    /// startup.
     pub fn start_warnings(config: &TurnConfig) -> Vec<String> {
-        let mut warnings = config.warnings();
-        if !config.listen_tcp.is_empty() {
-            warnings.push(
-                "key `turn.listen_tcp`: TURN over TCP is not served by this build yet; ignored"
-                    .into(),
-            );
-        }
-        if !config.listen_tls.is_empty() {
-            warnings.push(
-                "key `turn.listen_tls`: TURN over TLS is not served by this build yet; ignored"
-                    .into(),
-            );
-        }
-        if config.max_allocation_lifetime < crate::config::MAX_ALLOCATION_LIFETIME {
-            warnings.push(format!(
-                "key `turn.max_allocation_lifetime`: caps below 1h are not enforced yet \
-                 (allocations may live up to 1h per Refresh), got {}",
-                humantime::format_duration(config.max_allocation_lifetime)
-            ));
-        }
-        warnings
+        config.warnings()
     }
 
     /// The listeners being served.
@@ -338,17 +397,31 @@ impl TurnServer {
 
     /// Applies a new `[turn]` section without dropping allocations: secrets,
     /// users and credential lifetime, the peer policy, quotas and the
-    /// bandwidth cap. Keys that need a restart (listeners, relay address and
-    /// ports, TLS files, `enabled`) are not applied; each one that changed is
-    /// returned as a warning. An invalid section or another realm is refused
-    /// whole (the running settings stay).
+    /// bandwidth cap, the lifetime cap, the unauthenticated budgets, and the
+    /// TLS certificate (the files are read again, so a renewed certificate
+    /// is served to new connections). Keys that need a restart (listeners,
+    /// relay address and ports, `enabled`) are not applied; each one that
+    /// changed is returned as a warning. An invalid section, another realm or
+    /// unreadable TLS files are refused whole (the running settings stay).
     pub fn reload(&self, config: &TurnConfig) -> Result<Vec<String>, ReloadError> {
         config.validate().map_err(ReloadError::Invalid)?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) if !config.listen_tls.is_empty() => {
+                Some(tls_acceptor_from_pem_files(cert, key)?)
+            }
+            _ => None,
+        };
         self.auth
             .replace(Credentials::from_config(config, &self.startup_secret))?;
         self.policy
             .store(PeerPolicy::new(&peer_rules(config), &self.own));
         self.limits.store(config);
+        lock(&self.unauthenticated).set_rates(unauthenticated_rates(config));
+        if let Some(tls) = tls {
+            for stream in &self.streams {
+                stream.replace_tls(tls.clone());
+            }
+        }
 
         let s = &self.started;
         let mut warnings = Vec::new();
@@ -363,8 +436,6 @@ impl TurnServer {
         restart("listen_udp", s.listen_udp != config.listen_udp);
         restart("listen_tcp", s.listen_tcp != config.listen_tcp);
         restart("listen_tls", s.listen_tls != config.listen_tls);
-        restart("tls_cert", s.tls_cert != config.tls_cert);
-        restart("tls_key", s.tls_key != config.tls_key);
         restart("relay_ip", s.relay_ip != config.relay_ip);
         restart("external_ip", s.external_ip != config.external_ip);
         restart("relay_ports", s.relay_ports != config.relay_ports);
@@ -373,6 +444,9 @@ impl TurnServer {
 
     /// Stops every listener and closes every allocation.
     pub async fn shutdown(&self) {
+        for stream in &self.streams {
+            stream.shutdown();
+        }
         let _ = self.server.close().await;
     }
 
@@ -390,6 +464,7 @@ struct ListenerParts<'a> {
     policy: &'a SharedPeerPolicy,
     tracker: &'a Arc<AllocationTracker>,
     limits: &'a Arc<Limits>,
+    unauthenticated: &'a Arc<Mutex<UnauthenticatedLimiter>>,
     metrics: &'a TurnMetrics,
 }
 
@@ -415,6 +490,7 @@ impl ListenerParts<'_> {
             auth: Arc::clone(self.auth),
             tracker: Arc::clone(self.tracker),
             limits: Arc::clone(self.limits),
+            unauthenticated: Arc::clone(self.unauthenticated),
             stats: Arc::clone(&stats),
             metrics: self.metrics.clone(),
             last: Mutex::new(None),
@@ -699,42 +775,23 @@ impl RelayAddressGenerator for TrackingGenerator {
             tracker: Arc::clone(&self.tracker),
             limits: Arc::clone(&self.limits),
             stats: Arc::clone(&self.stats),
-            to_peer: Mutex::new(Bucket::default()),
-            from_peer: Mutex::new(Bucket::default()),
+            to_peer: Mutex::new(TokenBucket::default()),
+            from_peer: Mutex::new(TokenBucket::default()),
         };
         Ok((Arc::new(tracked), relay_addr))
     }
 }
 
-/// A token bucket, in bytes.
-#[derive(Debug, Default)]
-struct Bucket {
-    tokens: f64,
-    last: Option<Instant>,
-}
-
-impl Bucket {
-    /// Whether `len` bytes fit at `bps` bits per second (0 = unlimited). The
-    /// bucket holds at most 200 ms of traffic (at least two full datagrams),
-    /// so an idle allocation cannot save up a long burst.
-    fn admit(&mut self, len: usize, bps: u64, now: Instant) -> bool {
-        if bps == 0 {
-            return true;
-        }
-        let rate = bps as f64 / 8.0;
-        let burst = (rate / 5.0).max(3000.0);
-        let elapsed = self.last.map_or(burst / rate, |t| {
-            now.saturating_duration_since(t).as_secs_f64()
-        });
-        self.last = Some(now);
-        self.tokens = (self.tokens + elapsed * rate).min(burst);
-        if self.tokens >= len as f64 {
-            self.tokens -= len as f64;
-            true
-        } else {
-            false
-        }
+/// Whether `len` bytes fit `bucket` at `bps` bits per second (0 =
+/// unlimited). The bucket holds at most 200 ms of traffic (at least two full
+/// datagrams), so an idle allocation cannot save up a long burst.
+fn admit_bytes(bucket: &mut TokenBucket, len: usize, bps: u64, now: Instant) -> bool {
+    if bps == 0 {
+        return true;
     }
+    let rate = bps as f64 / 8.0;
+    let burst = (rate / 5.0).max(3000.0);
+    bucket.admit(len as f64, rate, burst, now)
 }
 
 /// An allocation's relay socket: bandwidth cap, and tells the tracker when
@@ -745,20 +802,17 @@ struct TrackedRelayConn {
     tracker: Arc<AllocationTracker>,
     limits: Arc<Limits>,
     stats: Arc<ListenerStats>,
-    to_peer: Mutex<Bucket>,
-    from_peer: Mutex<Bucket>,
+    to_peer: Mutex<TokenBucket>,
+    from_peer: Mutex<TokenBucket>,
 }
 
 impl TrackedRelayConn {
-    fn admit(&self, bucket: &Mutex<Bucket>, len: usize) -> bool {
+    fn admit(&self, bucket: &Mutex<TokenBucket>, len: usize) -> bool {
         let bps = self.limits.max_bps.load(Ordering::Relaxed);
         if bps == 0 {
             return true;
         }
-        let ok = bucket
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .admit(len, bps, Instant::now());
+        let ok = admit_bytes(&mut lock(bucket), len, bps, Instant::now());
         if !ok {
             self.stats.bandwidth_drops.fetch_add(1, Ordering::Relaxed);
         }
@@ -845,9 +899,70 @@ struct ListenerConn {
     auth: Arc<TurnAuthHandler>,
     tracker: Arc<AllocationTracker>,
     limits: Arc<Limits>,
+    unauthenticated: Arc<Mutex<UnauthenticatedLimiter>>,
     stats: Arc<ListenerStats>,
     metrics: TurnMetrics,
     last: Mutex<Option<LastRequest>>,
+}
+
+/// What `ListenerConn` does with a datagram before the crate sees it.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    /// Hand it to the crate as it is.
+    Pass,
+    /// Hand the crate this instead (the lifetime cap).
+    Replace(Vec<u8>),
+    /// Send this answer ourselves (486); the crate sees nothing.
+    Answer(Vec<u8>),
+    /// Drop it (counted): over an unauthenticated budget.
+    Drop,
+}
+
+/// The methods the crate authenticates (and answers with a nonce when
+/// they carry none it issued).
+fn is_authenticated_method(method: stun::message::Method) -> bool {
+    [
+        METHOD_ALLOCATE,
+        METHOD_REFRESH,
+        METHOD_CREATE_PERMISSION,
+        METHOD_CHANNEL_BIND,
+    ]
+    .contains(&method)
+}
+
+/// The lifetime the crate grants for an Allocate or Refresh `m` (its own
+/// rule: the requested LIFETIME if below 1 h, else 10 minutes).
+fn granted_lifetime(m: &Message) -> Duration {
+    let mut lifetime = Lifetime::default();
+    match lifetime.get_from(m) {
+        Ok(()) if lifetime.0 < MAX_ALLOCATION_LIFETIME => lifetime.0,
+        _ => DEFAULT_LIFETIME,
+    }
+}
+
+/// `m` with LIFETIME set to `lifetime`, signed again with `key` (and a
+/// FINGERPRINT again if it had one).
+fn with_lifetime(m: &Message, lifetime: Duration, key: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Message::new();
+    out.build(&[Box::new(m.transaction_id), Box::new(m.typ)])
+        .ok()?;
+    let mut fingerprint = false;
+    for attr in &m.attributes.0 {
+        if attr.typ == ATTR_MESSAGE_INTEGRITY {
+            // Only FINGERPRINT may follow it.
+            fingerprint = m.contains(ATTR_FINGERPRINT);
+            break;
+        }
+        if attr.typ != ATTR_LIFETIME {
+            out.add(attr.typ, &attr.value);
+        }
+    }
+    Lifetime(lifetime).add_to(&mut out).ok()?;
+    MessageIntegrity(key.to_vec()).add_to(&mut out).ok()?;
+    if fingerprint {
+        FINGERPRINT.add_to(&mut out).ok()?;
+    }
+    Some(out.raw)
 }
 
 /// Whether `packet` starts like a STUN request (magic cookie, class bits
@@ -880,9 +995,8 @@ impl ListenerConn {
     }
 
     /// Forgets the previous request (releasing an unanswered reservation)
-    /// and records `packet`; returns the 486 answer when an authenticated
-    /// Allocate is over a quota.
-    fn on_request(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    /// and records `packet`; decides what becomes of it (see [`Verdict`]).
+    fn on_request(&self, packet: &[u8], src: SocketAddr) -> Verdict {
         let previous = self.lock_last().take();
         if let Some(LastRequest {
             reserved: true,
@@ -893,11 +1007,23 @@ impl ListenerConn {
             self.tracker.unreserve(&user);
         }
         if !is_request(packet) {
-            return None;
+            return Verdict::Pass;
         }
-        let m = decode(packet)?;
-        if m.typ.class != CLASS_REQUEST {
-            return None;
+        let Some(m) = decode(packet) else {
+            return Verdict::Pass;
+        };
+        if m.typ.class != CLASS_REQUEST || !is_authenticated_method(m.typ.method) {
+            return Verdict::Pass;
+        }
+        let nonce = TextAttribute::get_from_as(&m, ATTR_NONCE).ok();
+        let admission = lock(&self.unauthenticated).admit(
+            Instant::now(),
+            src.ip(),
+            nonce.as_ref().map(|n| n.text.as_str()),
+        );
+        if !admission.is_admitted() {
+            self.stats.unauthenticated_dropped(admission);
+            return Verdict::Drop;
         }
         let username = TextAttribute::get_from_as(&m, ATTR_USERNAME)
             .ok()
@@ -915,23 +1041,44 @@ impl ListenerConn {
             signed: signed.then(|| packet.to_vec()),
             reserved: false,
         };
-        let mut answer = None;
         if m.typ.method == METHOD_ALLOCATE && signed {
             if let Some(user) = &record.username {
                 if !self.tracker.has_five_tuple(self.local, src) {
                     match self.tracker.reserve(user, &self.limits) {
                         Ok(()) => record.reserved = true,
                         Err(reason) => {
-                            answer = self.quota_answer(&m, packet, reason);
+                            if let Some(answer) = self.quota_answer(&m, packet, reason) {
+                                return Verdict::Answer(answer);
+                            }
                         }
                     }
                 }
             }
         }
-        if answer.is_none() {
-            *self.lock_last() = Some(record);
+        *self.lock_last() = Some(record);
+        if signed && [METHOD_ALLOCATE, METHOD_REFRESH].contains(&m.typ.method) {
+            if let Some(capped) = self.cap_lifetime(&m, packet) {
+                self.stats.lifetimes_capped.fetch_add(1, Ordering::Relaxed);
+                return Verdict::Replace(capped);
+            }
         }
-        answer
+        Verdict::Pass
+    }
+
+    /// `packet` rewritten to ask for `turn.max_allocation_lifetime` when the
+    /// crate would grant more (see the module docs); `None` when it is
+    /// within the cap, a deallocation, or does not authenticate.
+    fn cap_lifetime(&self, m: &Message, packet: &[u8]) -> Option<Vec<u8>> {
+        let cap = Duration::from_secs(self.limits.max_lifetime.load(Ordering::Relaxed));
+        let granted = granted_lifetime(m);
+        if granted.is_zero() || granted <= cap {
+            return None;
+        }
+        let (_, _, key) = self
+            .auth
+            .credentials()
+            .verify_message(packet, system_unix_time())?;
+        with_lifetime(m, cap, &key)
     }
 
     /// 486 for an Allocate over a quota, signed with the request's key; `None`
@@ -966,6 +1113,14 @@ impl ListenerConn {
         if !is_response(packet) {
             return;
         }
+        let decoded = decode(packet);
+        if let Some(nonce) = decoded
+            .as_ref()
+            .filter(|m| m.typ.class == CLASS_ERROR_RESPONSE)
+            .and_then(|m| TextAttribute::get_from_as(m, ATTR_NONCE).ok())
+        {
+            lock(&self.unauthenticated).issued(Instant::now(), target.ip(), &nonce.text);
+        }
         let request = {
             let mut last = self.lock_last();
             match last.as_ref() {
@@ -978,7 +1133,7 @@ impl ListenerConn {
         let Some(request) = request else {
             return;
         };
-        let Some(m) = decode(packet) else {
+        let Some(m) = decoded else {
             if request.reserved {
                 if let Some(user) = &request.username {
                     self.tracker.unreserve(user);
@@ -1073,10 +1228,18 @@ impl Conn for ListenerConn {
             let packet = &buf[..n];
             self.auth.observe(src, packet);
             match self.on_request(packet, src) {
-                None => return Ok((n, src)),
-                Some(answer) => {
+                Verdict::Pass => return Ok((n, src)),
+                Verdict::Replace(replaced) if replaced.len() <= buf.len() => {
+                    buf[..replaced.len()].copy_from_slice(&replaced);
+                    return Ok((replaced.len(), src));
+                }
+                // (Longer than the crate's buffer: cannot happen with its
+                // 1500-byte buffer and a request that fit in it, plus 8.)
+                Verdict::Replace(_) => return Ok((n, src)),
+                Verdict::Answer(answer) => {
                     let _ = self.inner.send_to(&answer, src).await;
                 }
+                Verdict::Drop => {}
             }
         }
     }
@@ -1357,7 +1520,7 @@ mod tests {
     }
 
     #[test]
-    fn start_refuses_disabled_and_empty_udp() {
+    fn start_refuses_disabled_and_names_the_key_of_what_cannot_start() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let mut c = config(&[]);
         c.enabled = false;
@@ -1365,17 +1528,218 @@ mod tests {
             rt.block_on(TurnServer::start(&c, TurnMetrics::default())),
             Err(StartError::Disabled)
         ));
+        // A TCP port someone else holds.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut c = config(&[]);
-        c.listen_udp.clear();
-        c.listen_tcp = vec!["127.0.0.1:0".parse().unwrap()];
-        assert!(matches!(
-            rt.block_on(TurnServer::start(&c, TurnMetrics::default())),
-            Err(StartError::NoListener)
-        ));
-        let warnings = TurnServer::start_warnings(&c);
-        assert!(warnings
-            .iter()
-            .any(|w| w.starts_with("key `turn.listen_tcp`")));
+        c.listen_tcp = vec![taken.local_addr().unwrap()];
+        let err = rt
+            .block_on(TurnServer::start(&c, TurnMetrics::default()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("key `turn.listen_tcp`: cannot bind TCP 127.0.0.1:"),
+            "{err}"
+        );
+        assert!(err.contains("--turn-listen-tcp"), "{err}");
+        // TLS files that are not there.
+        let mut c = config(&[]);
+        c.listen_tls = vec!["127.0.0.1:0".parse().unwrap()];
+        c.tls_cert = Some("/nonexistent/cert.pem".into());
+        c.tls_key = Some("/nonexistent/key.pem".into());
+        let err = rt
+            .block_on(TurnServer::start(&c, TurnMetrics::default()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("key `turn.tls_cert`: cannot read"), "{err}");
+    }
+
+    fn scrape(metrics: &TurnMetrics) -> String {
+        let mut registry = prometheus_client::registry::Registry::with_prefix("rtcrelay");
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    fn stun_request(method: stun::message::Method, setters: Vec<Box<dyn Setter>>) -> Message {
+        let mut all: Vec<Box<dyn Setter>> = vec![
+            Box::new(stun::agent::TransactionId::new()),
+            Box::new(MessageType::new(method, CLASS_REQUEST)),
+        ];
+        all.extend(setters);
+        let mut m = Message::new();
+        m.build(&all).unwrap();
+        m
+    }
+
+    fn unsigned_allocate() -> Message {
+        stun_request(
+            METHOD_ALLOCATE,
+            vec![Box::new(turn::proto::reqtrans::RequestedTransport {
+                protocol: turn::proto::PROTO_UDP,
+            })],
+        )
+    }
+
+    async fn exchange(socket: &UdpSocket, server: SocketAddr, request: &Message) -> Message {
+        socket.send_to(&request.raw, server).await.unwrap();
+        let mut buf = vec![0u8; 1500];
+        loop {
+            let (n, _) = tokio::time::timeout(WAIT, socket.recv_from(&mut buf))
+                .await
+                .expect("an answer")
+                .unwrap();
+            let m = decode(&buf[..n]).expect("a STUN message");
+            if m.transaction_id == request.transaction_id {
+                return m;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn lifetimes_are_capped_in_allocate_and_refresh_and_deallocation_still_works() {
+        let mut c = config(&[("alice", "pw")]);
+        c.max_allocation_lifetime = Duration::from_secs(120);
+        let metrics = TurnMetrics::default();
+        let server = TurnServer::start(&c, metrics.clone()).await.unwrap();
+        let addr = server.listeners()[0].addr;
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+
+        let challenge = exchange(&socket, addr, &unsigned_allocate()).await;
+        let nonce = TextAttribute::get_from_as(&challenge, ATTR_NONCE).unwrap();
+        let key = crate::credentials::long_term_key("alice", "rtcrelay", "pw").to_vec();
+        let signed = |method, lifetime: Option<u64>, fingerprint: bool| {
+            let mut setters: Vec<Box<dyn Setter>> = Vec::new();
+            if method == METHOD_ALLOCATE {
+                setters.push(Box::new(turn::proto::reqtrans::RequestedTransport {
+                    protocol: turn::proto::PROTO_UDP,
+                }));
+            }
+            if let Some(secs) = lifetime {
+                setters.push(Box::new(Lifetime(Duration::from_secs(secs))));
+            }
+            setters.push(Box::new(TextAttribute::new(ATTR_USERNAME, "alice".into())));
+            setters.push(Box::new(TextAttribute::new(ATTR_REALM, "rtcrelay".into())));
+            setters.push(Box::new(nonce.clone()));
+            setters.push(Box::new(MessageIntegrity(key.clone())));
+            if fingerprint {
+                setters.push(Box::new(FINGERPRINT));
+            }
+            stun_request(method, setters)
+        };
+        let granted = |m: &Message| {
+            assert_eq!(m.typ.class, CLASS_SUCCESS_RESPONSE, "{m}");
+            // The crate signs its answer with the same key: the client can
+            // trust the capped lifetime.
+            MessageIntegrity(key.clone()).check(&mut m.clone()).unwrap();
+            let mut l = Lifetime::default();
+            l.get_from(m).unwrap();
+            l.0.as_secs()
+        };
+
+        // Asking for 50 minutes (with a FINGERPRINT) gets 2.
+        let allocated = exchange(&socket, addr, &signed(METHOD_ALLOCATE, Some(3000), true)).await;
+        assert_eq!(granted(&allocated), 120);
+        // A Refresh asking nothing (the crate's 10 min) gets 2; one asking
+        // 1 minute gets 1.
+        let refreshed = exchange(&socket, addr, &signed(METHOD_REFRESH, None, false)).await;
+        assert_eq!(granted(&refreshed), 120);
+        let refreshed = exchange(&socket, addr, &signed(METHOD_REFRESH, Some(60), false)).await;
+        assert_eq!(granted(&refreshed), 60);
+        let text = scrape(&metrics);
+        let line = "rtcrelay_turn_lifetimes_capped_total{protocol=\"udp\"} 2";
+        assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        // LIFETIME 0 deallocates.
+        assert_eq!(server.active_allocations(), 1);
+        let closed = exchange(&socket, addr, &signed(METHOD_REFRESH, Some(0), false)).await;
+        assert_eq!(granted(&closed), 0);
+        eventually("the allocation to close", || {
+            server.active_allocations() == 0
+        })
+        .await;
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_unauthenticated_flood_gets_its_budget_of_nonces_and_others_still_allocate() {
+        let mut c = config(&[("alice", "pw")]);
+        c.unauthenticated_rate_per_ip = 10;
+        c.unauthenticated_rate_total = 1000;
+        let metrics = TurnMetrics::default();
+        let server = TurnServer::start(&c, metrics.clone()).await.unwrap();
+        let addr = server.listeners()[0].addr;
+        let flooder = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let started = Instant::now();
+        const FLOOD: usize = 5000;
+        for i in 0..FLOOD {
+            flooder
+                .send_to(&unsigned_allocate().raw, addr)
+                .await
+                .unwrap();
+            if i % 50 == 49 {
+                // Let the server keep up: drops must be its choice, not
+                // the socket buffer's.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        // Every answer carries a nonce the crate keeps for an hour.
+        let mut nonces = 0u64;
+        let mut buf = vec![0u8; 1500];
+        while let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(300), flooder.recv_from(&mut buf)).await
+        {
+            let m = decode(&buf[..n]).unwrap();
+            assert!(m.contains(ATTR_NONCE));
+            nonces += 1;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let budget = 100.0 + 10.0 * elapsed;
+        assert!(
+            nonces >= 100 && nonces as f64 <= budget + 1.0,
+            "{nonces} nonces issued to one source in {elapsed:.2} s (budget {budget:.0})"
+        );
+        let text = scrape(&metrics);
+        let dropped: u64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "rtcrelay_turn_requests_dropped_total{protocol=\"udp\",reason=\"unauthenticated_per_ip\"} ",
+                )
+            })
+            .expect("the drop counter")
+            .parse()
+            .unwrap();
+        // Every request the socket delivered was answered or counted (a few
+        // may be lost in the loopback socket's buffer before that).
+        let seen = dropped + nonces;
+        assert!(
+            seen <= FLOOD as u64 && seen * 100 >= FLOOD as u64 * 98,
+            "{seen} of {FLOOD} requests answered or counted"
+        );
+
+        // Another address, during the flood's penalty, allocates normally.
+        let other = Client::new(ClientConfig {
+            stun_serv_addr: addr.to_string(),
+            turn_serv_addr: addr.to_string(),
+            username: "alice".into(),
+            password: "pw".into(),
+            realm: "rtcrelay".into(),
+            software: String::new(),
+            rto_in_ms: 0,
+            conn: Arc::new(UdpSocket::bind("127.0.0.2:0").await.unwrap()),
+            vnet: None,
+        })
+        .await
+        .unwrap();
+        other.listen().await.unwrap();
+        let relay = tokio::time::timeout(WAIT, other.allocate())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(server.active_allocations(), 1);
+        relay.close().await.unwrap();
+        other.close().await.unwrap();
+        server.shutdown().await;
     }
 
     #[test]
@@ -1406,17 +1770,18 @@ mod tests {
     }
 
     #[test]
-    fn bucket_caps_rate_and_burst() {
-        let mut b = Bucket::default();
+    fn bandwidth_bucket_caps_rate_and_burst() {
+        let mut b = TokenBucket::default();
         let t0 = Instant::now();
         // 80 kbit/s = 10 kB/s; burst max(2 kB, 3000 B) = 3000 B.
-        assert!(b.admit(1500, 80_000, t0));
-        assert!(b.admit(1500, 80_000, t0));
-        assert!(!b.admit(1500, 80_000, t0));
+        assert!(admit_bytes(&mut b, 1500, 80_000, t0));
+        assert!(admit_bytes(&mut b, 1500, 80_000, t0));
+        assert!(!admit_bytes(&mut b, 1500, 80_000, t0));
         // 150 ms later: 1500 B more.
-        assert!(b.admit(1500, 80_000, t0 + Duration::from_millis(150)));
-        assert!(!b.admit(100, 80_000, t0 + Duration::from_millis(150)));
-        assert!(b.admit(1500, 0, t0), "0 = unlimited");
+        let t1 = t0 + Duration::from_millis(150);
+        assert!(admit_bytes(&mut b, 1500, 80_000, t1));
+        assert!(!admit_bytes(&mut b, 100, 80_000, t1));
+        assert!(admit_bytes(&mut b, 1500, 0, t0), "0 = unlimited");
     }
 
     #[test]

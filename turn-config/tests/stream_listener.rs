@@ -325,7 +325,12 @@ async fn a_full_write_queue_drops_messages_and_a_stalled_reader_is_disconnected(
     let reader = tokio::spawn(async move {
         let mut total = 0usize;
         let mut buf = vec![0u8; 64 * 1024];
-        while let Ok(Ok(n)) = timeout(Duration::from_millis(1500), fast.read(&mut buf)).await {
+        // Until everything sent to it arrived (the slow phase before may
+        // take seconds on a busy machine).
+        while total < 256 * 1024 {
+            let Ok(Ok(n)) = timeout(WAIT * 2, fast.read(&mut buf)).await else {
+                break;
+            };
             if n == 0 {
                 break;
             }
