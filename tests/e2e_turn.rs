@@ -612,3 +612,91 @@ fn wait_for(mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// An Allocate request with no credentials (REQUESTED-TRANSPORT UDP): what
+/// a client sends first, and what costs the `turn` crate a nonce.
+fn unauthenticated_allocate(n: u32) -> [u8; 28] {
+    let mut m = [0u8; 28];
+    m[0..2].copy_from_slice(&0x0003u16.to_be_bytes());
+    m[2..4].copy_from_slice(&8u16.to_be_bytes());
+    m[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
+    m[8..12].copy_from_slice(&n.to_be_bytes());
+    m[16..20].copy_from_slice(&std::process::id().to_be_bytes());
+    m[20..22].copy_from_slice(&0x0019u16.to_be_bytes());
+    m[22..24].copy_from_slice(&4u16.to_be_bytes());
+    m[24] = 17;
+    m
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// Sends `count` unauthenticated Allocates to `turn` from one socket, paced
+/// so the server (not the socket buffer) decides what happens to most of
+/// them; returns how many were answered (each answer carries a nonce the
+/// server keeps).
+fn flood(turn: SocketAddr, first: u32, count: u32) -> u64 {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let reader = socket.try_clone().unwrap();
+    let answers = std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        let mut n = 0u64;
+        while reader.recv(&mut buf).is_ok() {
+            n += 1;
+        }
+        n
+    });
+    for n in first..first + count {
+        let _ = socket.send_to(&unauthenticated_allocate(n), turn);
+        if n % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    answers.join().unwrap()
+}
+
+/// The `turn` crate keeps a nonce for an hour for every unauthenticated
+/// request it answers; the server's budgets must keep that flat: one source
+/// flooding gets its budget of answers (10/s after a burst of 100), the rest
+/// is dropped and counted, and the process does not grow.
+#[test]
+fn an_unauthenticated_flood_leaves_memory_flat_and_is_counted() {
+    let config = ConfigFile::new(CONFIG);
+    let server = serve(&config);
+    let turn = server.turn_addr();
+    // Warm up: let allocator arenas and the source table reach their size.
+    flood(turn, 0, 2_000);
+    let before = rss_kib(server.pid());
+    const FLOOD: u32 = 100_000;
+    let started = Instant::now();
+    let answered = flood(turn, 2_000, FLOOD);
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = rss_kib(server.pid());
+    let dropped = server.metric(
+        "rtcrelay_turn_requests_dropped_total{protocol=\"udp\",reason=\"unauthenticated_per_ip\"}",
+    );
+    assert!(
+        answered as f64 <= 10.0 * elapsed + 1.0,
+        "{answered} nonces issued to one flooding source in {elapsed:.1} s (10/s after the \
+         warm-up spent the burst)"
+    );
+    assert!(
+        dropped >= f64::from(FLOOD) * 0.5,
+        "{dropped} of {FLOOD} flood requests counted as dropped"
+    );
+    let growth = after.saturating_sub(before);
+    assert!(
+        growth < 1024,
+        "RSS grew by {growth} KiB during a flood of {FLOOD} unauthenticated requests \
+         ({before} -> {after} KiB)"
+    );
+}
