@@ -363,6 +363,12 @@ impl TurnServer {
         &self.listeners
     }
 
+    /// The TCP and TLS listeners, in `listen_tcp` then `listen_tls` order
+    /// (for their connection statistics).
+    pub fn stream_listeners(&self) -> &[Arc<StreamListener>] {
+        &self.streams
+    }
+
     /// The URLs of the served listeners, as handed to clients
     /// (`turn:127.0.0.1:3478?transport=udp`). A wildcard listener is named by
     /// `turn.external_ip`, else by `turn.relay_ip`; one that neither names is

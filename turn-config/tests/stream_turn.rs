@@ -1,32 +1,30 @@
-//! The `turn` crate's real `Server` on a `StreamListener` (behind our
-//! `PeerRequestGuard`, with REST credentials from `TurnAuthHandler`), driven
-//! by the crate's own `Client` over a `StreamConn`: allocation, permission,
-//! ChannelData both ways and a 403 over TCP; the allocation released when
-//! the connection closes; the same over TLS with a self-signed certificate;
+//! `TurnServer` with a TCP or a TLS listener (the `turn` crate's server
+//! with all our layers), driven by the crate's own `Client` over a
+//! `StreamConn`: allocation, permission, ChannelData both ways and a 403
+//! over TCP; the allocation released when the connection closes; the same
+//! over TLS with a self-signed certificate; certificate renewal by reload;
 //! TLS setup errors.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rtcrelay_turn::credentials::{system_unix_time, Credentials, TurnAuthHandler};
-use rtcrelay_turn::policy::{OwnAddresses, PeerPolicy, PeerRules, SharedPeerPolicy};
-use rtcrelay_turn::relay_conn::{PeerRequestGuard, PolicedRelayGenerator, RelayCounters};
+use rtcrelay_turn::credentials::{system_unix_time, TurnAuthHandler};
+use rtcrelay_turn::metrics::Transport;
 use rtcrelay_turn::stream::{
     tls_acceptor_from_pem_files, tls_client_config, tls_server_config, StreamConn, StreamListener,
     StreamOptions, TlsAcceptor,
 };
+use rtcrelay_turn::{TurnConfig, TurnMetrics, TurnServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::timeout;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::RootCertStore;
-use turn::auth::AuthHandler;
 use turn::client::{Client, ClientConfig};
-use turn::server::config::{ConnConfig, ServerConfig};
-use turn::server::Server;
 use webrtc_util::Conn;
 
 const REALM: &str = "rtcrelay";
@@ -34,64 +32,44 @@ const SECRET: &str = "stream-test-secret";
 const WAIT: Duration = Duration::from_secs(5);
 
 struct Turn {
-    server: Server,
+    server: TurnServer,
     listener: Arc<StreamListener>,
     addr: SocketAddr,
     auth: Arc<TurnAuthHandler>,
 }
 
-async fn start(tls: Option<TlsAcceptor>) -> Turn {
-    let auth = Arc::new(TurnAuthHandler::new(Credentials::new(
-        REALM,
-        [SECRET.to_string()],
-        Default::default(),
-    )));
-    let auth_dyn: Arc<dyn AuthHandler + Send + Sync> = auth.clone();
-    let options = StreamOptions {
-        release_allocations: Some(auth_dyn.clone()),
-        ..StreamOptions::default()
+/// A [`TurnServer`] with one TCP listener, or one TLS listener serving the
+/// certificate files `tls` names; loopback peers allowed but 127.0.0.2.
+fn config(tls: Option<(&Path, &Path)>) -> TurnConfig {
+    let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut c = TurnConfig {
+        listen_udp: Vec::new(),
+        listen_tcp: Vec::new(),
+        relay_ports: "40000-49999".parse().unwrap(),
+        ..TurnConfig::default()
     };
-    let bind = "127.0.0.1:0".parse().unwrap();
-    let listener = Arc::new(match tls {
-        None => StreamListener::bind_tcp(bind, options).await.unwrap(),
-        Some(tls) => StreamListener::bind_tls(bind, tls, options).await.unwrap(),
-    });
-    let addr = listener.local_addr().unwrap();
-    let policy = SharedPeerPolicy::new(PeerPolicy::new(
-        &PeerRules {
-            allow_loopback: true,
-            deny: vec!["127.0.0.2/32".parse().unwrap()],
-            ..PeerRules::default()
-        },
-        &OwnAddresses {
-            listeners: vec![addr],
-            ..OwnAddresses::default()
-        },
-    ));
-    let counters = RelayCounters::new();
-    let guard = PeerRequestGuard::new(
-        listener.clone(),
-        policy.clone(),
-        auth_dyn.clone(),
-        counters.clone(),
-    );
-    let server = Server::new(ServerConfig {
-        conn_configs: vec![ConnConfig {
-            conn: Arc::new(guard),
-            relay_addr_generator: Box::new(PolicedRelayGenerator::new(
-                "127.0.0.1".parse().unwrap(),
-                40000..=49999,
-                policy,
-                counters,
-            )),
-        }],
-        realm: REALM.into(),
-        auth_handler: auth_dyn,
-        channel_bind_timeout: Duration::from_secs(0),
-        alloc_close_notify: None,
-    })
-    .await
-    .unwrap();
+    match tls {
+        None => c.listen_tcp = vec![bind],
+        Some((cert, key)) => {
+            c.listen_tls = vec![bind];
+            c.tls_cert = Some(cert.to_owned());
+            c.tls_key = Some(key.to_owned());
+        }
+    }
+    c.realm = REALM.into();
+    c.auth.secrets = vec![SECRET.into()];
+    c.peers.allow_loopback = true;
+    c.peers.deny = vec!["127.0.0.2/32".parse().unwrap()];
+    c
+}
+
+async fn start(tls: Option<(&Path, &Path)>) -> Turn {
+    let server = TurnServer::start(&config(tls), TurnMetrics::default())
+        .await
+        .unwrap();
+    let listener = Arc::clone(&server.stream_listeners()[0]);
+    let addr = server.listeners()[0].addr;
+    let auth = Arc::clone(server.auth());
     Turn {
         server,
         listener,
@@ -178,7 +156,7 @@ async fn client_over(turn: &Turn, stream: StreamConn) -> (Client, Arc<Spy>) {
 }
 
 async fn allocation_count(turn: &Turn) -> usize {
-    turn.server.get_allocations_info(None).await.unwrap().len()
+    turn.server.active_allocations() as usize
 }
 
 async fn wait_until<F, Fut>(what: &str, mut done: F)
@@ -248,6 +226,11 @@ async fn allocate_and_relay(turn: &Turn, client: &Client, spy: &Spy) {
 #[tokio::test]
 async fn turn_over_tcp_allocates_relays_and_releases_on_close() {
     let turn = start(None).await;
+    assert_eq!(turn.server.listeners()[0].transport, Transport::Tcp);
+    assert_eq!(
+        turn.server.urls(),
+        [format!("turn:127.0.0.1:{}?transport=tcp", turn.addr.port())]
+    );
     let stream = StreamConn::connect_tcp(turn.addr).await.unwrap();
     let (client, spy) = client_over(&turn, stream).await;
     allocate_and_relay(&turn, &client, &spy).await;
@@ -290,7 +273,7 @@ async fn turn_over_tcp_allocates_relays_and_releases_on_close() {
     assert_eq!(&buf[..n], b"still here");
 
     client2.close().await.unwrap();
-    turn.server.close().await.unwrap();
+    turn.server.shutdown().await;
 }
 
 #[tokio::test]
@@ -313,7 +296,7 @@ async fn a_connection_that_deallocated_itself_gets_no_second_release() {
     })
     .await;
     assert_eq!(turn.listener.stats().released_allocations, 0);
-    turn.server.close().await.unwrap();
+    turn.server.shutdown().await;
 }
 
 struct TestCert {
@@ -350,10 +333,15 @@ async fn turn_over_tls_with_a_self_signed_certificate() {
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, &cert.cert_pem).unwrap();
     std::fs::write(&key_path, &cert.key_pem).unwrap();
-    let acceptor = tls_acceptor_from_pem_files(&cert_path, &key_path).unwrap();
+    let turn = start(Some((&cert_path, &key_path))).await;
     std::fs::remove_dir_all(&dir).unwrap();
-
-    let turn = start(Some(acceptor)).await;
+    assert_eq!(
+        turn.server.urls(),
+        [format!(
+            "turns:127.0.0.1:{}?transport=tcp",
+            turn.addr.port()
+        )]
+    );
     let name = ServerName::try_from("turn.test").unwrap();
     let config = tls_client_config(cert.roots.clone());
 
@@ -394,52 +382,62 @@ async fn turn_over_tls_with_a_self_signed_certificate() {
         allocation_count(&turn).await == 0
     })
     .await;
-    turn.server.close().await.unwrap();
+    turn.server.shutdown().await;
 }
 
+/// A renewed certificate written over the files and a reload: new
+/// connections get it, open ones keep working.
 #[tokio::test]
-async fn tls_certificate_can_be_replaced_for_new_connections() {
+async fn a_reload_serves_the_renewed_certificate_to_new_connections() {
     let (first, second) = (self_signed(), self_signed());
-    let acceptor = |c: &TestCert| {
-        TlsAcceptor::from(tls_server_config(c.cert_pem.as_bytes(), c.key_pem.as_bytes()).unwrap())
-    };
-    let listener = StreamListener::bind_tls(
-        "127.0.0.1:0".parse().unwrap(),
-        acceptor(&first),
-        StreamOptions::default(),
-    )
-    .await
-    .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let dir = temp_dir("renew");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, &first.cert_pem).unwrap();
+    std::fs::write(&key_path, &first.key_pem).unwrap();
+    let turn = start(Some((&cert_path, &key_path))).await;
+    let addr = turn.addr;
     let name = || ServerName::try_from("turn.test").unwrap();
     let connect =
         |c: &TestCert| StreamConn::connect_tls(addr, name(), tls_client_config(c.roots.clone()));
     let old = connect(&first).await.unwrap();
     assert!(connect(&second).await.is_err());
 
-    assert!(listener.replace_tls(acceptor(&second)));
+    // Unreadable files: refused whole, the running certificate stays.
+    std::fs::write(&cert_path, "not a certificate").unwrap();
+    let err = turn
+        .server
+        .reload(&config(Some((&cert_path, &key_path))))
+        .unwrap_err();
+    assert!(err.to_string().starts_with("key `turn.tls_cert`"), "{err}");
+    connect(&first).await.unwrap();
+
+    std::fs::write(&cert_path, &second.cert_pem).unwrap();
+    std::fs::write(&key_path, &second.key_pem).unwrap();
+    let warnings = turn
+        .server
+        .reload(&config(Some((&cert_path, &key_path))))
+        .unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
     connect(&second).await.unwrap();
     assert!(connect(&first).await.is_err());
-    // The connection made with the old certificate still works.
-    let mut m = stun::message::Message::new();
-    m.build(&[
-        Box::new(stun::agent::TransactionId::new()),
-        Box::new(stun::message::BINDING_REQUEST),
-    ])
-    .unwrap();
-    old.send(&m.raw).await.unwrap();
-    let mut buf = [0u8; 1500];
-    let (n, from) = timeout(WAIT, listener.recv_from(&mut buf))
+    // The connection made with the old certificate still works: the server
+    // answers its Binding request.
+    let (client, _spy) = client_over(&turn, old).await;
+    timeout(WAIT, client.send_binding_request())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(&buf[..n], &m.raw[..]);
-    assert_eq!(from, old.local_addr().unwrap());
+    client.close().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
 
     let plain = StreamListener::bind_tcp("127.0.0.1:0".parse().unwrap(), StreamOptions::default())
         .await
         .unwrap();
-    assert!(!plain.replace_tls(acceptor(&first)));
+    let acceptor = TlsAcceptor::from(
+        tls_server_config(first.cert_pem.as_bytes(), first.key_pem.as_bytes()).unwrap(),
+    );
+    assert!(!plain.replace_tls(acceptor));
+    turn.server.shutdown().await;
 }
 
 #[test]
