@@ -50,33 +50,7 @@ pub trait Predictor: Send {
     fn step(&self, own: &mut Vec<i32>, input: &[u8], world: &WorldState);
 }
 
-/// What the server said about this room in `hello`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Hello {
-    pub game: String,
-    pub tick_rate: u32,
-    pub snapshot_rate: u32,
-    pub input_size: u8,
-    pub max_input_lead: u32,
-    pub max_rewind: u32,
-    /// Server tick and time (ms since the room's epoch) when it was sent.
-    pub tick: u32,
-    pub server_time_ms: f64,
-    /// This client's own entity in snapshots, if it has one.
-    pub entity: Option<u32>,
-}
-
-impl Hello {
-    /// Milliseconds per tick.
-    pub fn tick_ms(&self) -> f64 {
-        1000.0 / f64::from(self.tick_rate)
-    }
-
-    /// Milliseconds between two snapshots.
-    pub fn snapshot_interval_ms(&self) -> f64 {
-        1000.0 / f64::from(self.snapshot_rate)
-    }
-}
+pub use rtcrelay_protocol::game::control::Hello;
 
 /// A message [`GameCore`] wants sent to the server.
 #[derive(Debug, Clone, PartialEq, Eq)]

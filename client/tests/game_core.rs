@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rtcrelay_client::game::{Entity, WorldState};
 use rtcrelay_client::{GameCore, GameEvent, GameOutput, PeerId, Predictor};
-use rtcrelay_protocol::game::control::{ClientControl, PlayerNetStats, ServerControl};
+use rtcrelay_protocol::game::control::{ClientControl, Hello, PlayerNetStats, ServerControl};
 use rtcrelay_protocol::game::{FrameSpec, InputDatagram, SnapshotEncoder};
 
 const ME: PeerId = PeerId(7);
@@ -207,7 +207,7 @@ impl FakeServer {
     }
 
     fn hello(&mut self, now: Instant) {
-        let msg = ServerControl::Hello {
+        let msg = ServerControl::Hello(Hello {
             game: "toy".into(),
             tick_rate: self.tick_rate,
             snapshot_rate: self.snapshot_rate,
@@ -217,7 +217,7 @@ impl FakeServer {
             tick: self.last,
             server_time_ms: self.time_ms(now),
             entity: Some(OWN),
-        };
+        });
         self.control_out.push(serde_json::to_string(&msg).unwrap());
     }
 
@@ -800,7 +800,7 @@ fn remote_entities_are_interpolated_between_snapshots() {
     // 50 Hz ticks, 25 Hz snapshots: 20 ms ticks, 40 ms = 2 ticks interval.
     let start = Instant::now();
     let mut core = GameCore::new(ME, start);
-    let hello = ServerControl::Hello {
+    let hello = ServerControl::Hello(Hello {
         game: "toy".into(),
         tick_rate: 50,
         snapshot_rate: 25,
@@ -810,7 +810,7 @@ fn remote_entities_are_interpolated_between_snapshots() {
         tick: 0,
         server_time_ms: 0.0,
         entity: Some(OWN),
-    };
+    });
     core.handle_control(&serde_json::to_string(&hello).unwrap(), start);
     let remote = |x: i32| Entity {
         id: 100,
@@ -1036,7 +1036,7 @@ fn garbage_and_extreme_values_from_the_server_never_panic() {
             2 => {
                 let (tick_rate, snapshot_rate, input_size, lead, time) =
                     hellos[rng.random_range(0..hellos.len())];
-                let hello = ServerControl::Hello {
+                let hello = ServerControl::Hello(Hello {
                     game: "x".into(),
                     tick_rate,
                     snapshot_rate,
@@ -1046,7 +1046,7 @@ fn garbage_and_extreme_values_from_the_server_never_panic() {
                     tick: rng.random(),
                     server_time_ms: time,
                     entity: Some(OWN),
-                };
+                });
                 core.handle_control(&serde_json::to_string(&hello).unwrap(), now);
             }
             3 => {

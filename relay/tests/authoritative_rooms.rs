@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use rtcrelay_protocol::game::control::ServerControl;
+use rtcrelay_protocol::game::control::{Hello, ServerControl};
 use rtcrelay_protocol::game::input::SnapshotAck;
 use rtcrelay_protocol::game::{InputDatagram, SnapshotView, WorldState};
 use rtcrelay_relay::metrics::OutcomeLabel;
@@ -74,7 +74,7 @@ impl GameView {
     fn hello(&self) -> Option<&ServerControl> {
         self.controls
             .iter()
-            .find(|c| matches!(c, ServerControl::Hello { .. }))
+            .find(|c| matches!(c, ServerControl::Hello(_)))
     }
 
     fn newest(&self) -> Option<(u32, &WorldState)> {
@@ -159,14 +159,14 @@ async fn players_get_hello_snapshots_clock_and_events() {
         vb.states.len()
     );
     assert_eq!(va.undecodable + vb.undecodable, 0);
-    let Some(ServerControl::Hello {
+    let Some(ServerControl::Hello(Hello {
         game,
         tick_rate,
         snapshot_rate,
         input_size,
         entity,
         ..
-    }) = va.hello().cloned()
+    })) = va.hello().cloned()
     else {
         panic!("a got no hello: {:?}", va.controls);
     };

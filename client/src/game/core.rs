@@ -201,40 +201,19 @@ impl GameCore {
             }
         };
         match msg {
-            ServerControl::Hello {
-                game,
-                tick_rate,
-                snapshot_rate,
-                input_size,
-                max_input_lead,
-                max_rewind,
-                tick,
-                server_time_ms,
-                entity,
-            } => {
-                let usable = (1..=10_000).contains(&tick_rate)
-                    && (1..=tick_rate).contains(&snapshot_rate)
-                    && (1..=MAX_INPUT_BYTES).contains(&usize::from(input_size))
-                    && server_time_ms.is_finite();
+            ServerControl::Hello(hello) => {
+                let usable = (1..=10_000).contains(&hello.tick_rate)
+                    && (1..=hello.tick_rate).contains(&hello.snapshot_rate)
+                    && (1..=MAX_INPUT_BYTES).contains(&usize::from(hello.input_size))
+                    && hello.server_time_ms.is_finite();
                 if !usable {
                     debug!(
-                        tick_rate,
-                        snapshot_rate, input_size, "unusable hello ignored"
+                        hello.tick_rate,
+                        hello.snapshot_rate, hello.input_size, "unusable hello ignored"
                     );
                     self.invalid += 1;
                     return;
                 }
-                let hello = Hello {
-                    game,
-                    tick_rate,
-                    snapshot_rate,
-                    input_size,
-                    max_input_lead,
-                    max_rewind,
-                    tick,
-                    server_time_ms,
-                    entity,
-                };
                 self.on_hello(hello.clone(), now);
                 self.events.push_back(GameEvent::Hello(hello));
             }

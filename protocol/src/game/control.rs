@@ -17,25 +17,7 @@ pub const MAX_CLIENT_CONTROL_BYTES: usize = 4 * 1024;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerControl {
     /// Sent once when the session is ready: how to talk to this room.
-    Hello {
-        /// Which game runs (`dizolaur`).
-        game: String,
-        tick_rate: u32,
-        snapshot_rate: u32,
-        /// Bytes per input.
-        input_size: u8,
-        /// Inputs for ticks beyond `tick + max_input_lead` are rejected.
-        max_input_lead: u32,
-        /// Inputs that arrive this many ticks late or less are still given
-        /// to the game (lag compensation); older ones are dropped.
-        max_rewind: u32,
-        /// The server tick and time when this was sent.
-        tick: u32,
-        server_time_ms: f64,
-        /// This client's own entity in snapshots, if it has one yet.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        entity: Option<u32>,
-    },
+    Hello(Hello),
     /// Reply to a client's `clock`.
     Clock {
         id: u32,
@@ -62,6 +44,41 @@ pub enum ServerControl {
     },
     /// A command or control message was refused.
     Error { code: String, message: String },
+}
+
+/// What the server says about a room in `hello`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Which game runs (`dizolaur`).
+    pub game: String,
+    pub tick_rate: u32,
+    pub snapshot_rate: u32,
+    /// Bytes per input.
+    pub input_size: u8,
+    /// Inputs for ticks beyond `tick + max_input_lead` are rejected.
+    pub max_input_lead: u32,
+    /// Inputs that arrive this many ticks late or less are still given to
+    /// the game (lag compensation); older ones are dropped.
+    pub max_rewind: u32,
+    /// The server tick and time (ms since the room's epoch) when this was
+    /// sent.
+    pub tick: u32,
+    pub server_time_ms: f64,
+    /// This client's own entity in snapshots, if it has one yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<u32>,
+}
+
+impl Hello {
+    /// Milliseconds per tick.
+    pub fn tick_ms(&self) -> f64 {
+        1000.0 / f64::from(self.tick_rate)
+    }
+
+    /// Milliseconds between two snapshots.
+    pub fn snapshot_interval_ms(&self) -> f64 {
+        1000.0 / f64::from(self.snapshot_rate)
+    }
 }
 
 /// What the server measures per player.
@@ -191,7 +208,7 @@ mod tests {
 
     #[test]
     fn server_messages_have_the_documented_shape() {
-        let hello = ServerControl::Hello {
+        let hello = ServerControl::Hello(Hello {
             game: "dizolaur".into(),
             tick_rate: 60,
             snapshot_rate: 30,
@@ -201,7 +218,7 @@ mod tests {
             tick: 120,
             server_time_ms: 2000.0,
             entity: Some(1),
-        };
+        });
         assert_eq!(
             serde_json::to_value(&hello).unwrap(),
             json!({"type":"hello","game":"dizolaur","tick_rate":60,"snapshot_rate":30,

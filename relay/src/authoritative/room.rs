@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use rtcrelay_protocol::game::control::{
-    decode_client_control, ClientControl, PlayerNetStats, ServerControl,
+    decode_client_control, ClientControl, Hello, PlayerNetStats, ServerControl,
 };
 use rtcrelay_protocol::game::snapshot::SNAPSHOT_HEADER_LEN;
 use rtcrelay_protocol::game::{FrameSpec, SnapshotEncoder, WorldState};
@@ -263,7 +263,7 @@ impl AuthoritativeRoom {
             return;
         }
         player.ready = true;
-        let hello = ServerControl::Hello {
+        let hello = ServerControl::Hello(Hello {
             game: self.sim.game().to_owned(),
             tick_rate: self.config.tick_rate,
             snapshot_rate: self.config.snapshot_rate,
@@ -273,7 +273,7 @@ impl AuthoritativeRoom {
             tick: self.clock.last_tick(),
             server_time_ms: self.clock.server_time_ms(now),
             entity: self.sim.player_entity(peer),
-        };
+        });
         self.send_control(peer, &hello);
     }
 
