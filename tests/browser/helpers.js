@@ -108,13 +108,17 @@ export async function startServer(extraArgs = []) {
   };
 }
 
-/** Launches headless Chromium with a fresh profile. Returns { context, newPage(), close() }. */
-export async function launchBrowser() {
+/**
+ * Launches headless Chromium with a fresh profile. Returns { context, newPage(), close() }.
+ * `extraArgs`: more command-line flags, after CHROMIUM_ARGS (turn.test.js
+ * adds --ignore-certificate-errors-spki-list for its self-signed TURN/TLS cert).
+ */
+export async function launchBrowser({ extraArgs = [] } = {}) {
   const userDataDir = await mkdtemp(join(tmpdir(), 'rtcrelay-chromium-'));
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...extraArgs],
     permissions: ['microphone'],
   });
   const consoleLines = [];

@@ -122,7 +122,7 @@ class FakePeerConnection {
 globalThis.WebSocket = FakeWebSocket;
 globalThis.RTCPeerConnection = FakePeerConnection;
 
-const { RtcRelay, RtcRelayError, decodeRelayed, LIMITS } = await import('../../web/client/rtcrelay.js');
+const { RtcRelay, RtcRelayError, decodeRelayed, turnTransportOf, LIMITS } = await import('../../web/client/rtcrelay.js');
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 const frame = (sender, text, payload) => {
@@ -186,6 +186,37 @@ test('connect: join, both channels before the offer, answer before candidates, r
   assert.deepEqual(client.serverChannels.realtime, { ordered: false, max_retransmits: 0 });
   assert.equal(await client.rtt(), 12.5);
   client.close();
+});
+
+test('turnTransports keeps only the TURN URLs of those transports', async () => {
+  assert.deepEqual(
+    ['turn:h:1?transport=udp', 'turn:h:1', 'TURN:h:1?transport=TCP', 'turns:h:2?transport=tcp', 'turns:h:2', 'stun:h:3', 'turn:h:1?foo=1&transport=tcp'].map(turnTransportOf),
+    ['udp', 'udp', 'tcp', 'tls', 'tls', null, 'tcp'],
+  );
+  const welcomeServers = [
+    { urls: ['turn:h:1?transport=udp', 'turn:h:1?transport=tcp', 'turns:h:2?transport=tcp'], username: 'u', credential: 'c' },
+    { urls: 'stun:h:3' },
+  ];
+  const only = async (turnTransports) => {
+    const { promise, ws, pc } = await answered({ options: { turnTransports, iceServers: [{ urls: 'turn:extra?transport=udp' }] }, iceServers: welcomeServers });
+    ws.push({ type: 'error', code: 'internal', message: 'done', fatal: false });
+    await assert.rejects(promise, { code: 'internal' });
+    return pc.config.iceServers;
+  };
+  assert.deepEqual(await only(['tcp']), [
+    { urls: ['turn:h:1?transport=tcp'], username: 'u', credential: 'c' },
+    { urls: ['stun:h:3'] },
+  ]);
+  assert.deepEqual(await only(['udp', 'tls']), [
+    { urls: ['turn:h:1?transport=udp', 'turns:h:2?transport=tcp'], username: 'u', credential: 'c' },
+    { urls: ['stun:h:3'] },
+    { urls: ['turn:extra?transport=udp'] },
+  ]);
+  // Unset: everything, as given.
+  assert.deepEqual(await only(undefined), [...welcomeServers, { urls: 'turn:extra?transport=udp' }]);
+  for (const bad of ['tcp', ['dtls'], [1]]) {
+    assert.throws(() => new RtcRelay({ url: 'ws://server/ws', room: 'r', name: 'n', turnTransports: bad }), { code: 'bad_options' });
+  }
 });
 
 test('local candidates are trickled, end marker as ""', async () => {

@@ -95,6 +95,9 @@ export declare class RtcRelayError extends Error {
   readonly fatal: boolean;
 }
 
+/** Transport of a TURN URL, as selected by `ConnectOptions.turnTransports`. */
+export type TurnTransport = 'udp' | 'tcp' | 'tls';
+
 export interface ConnectOptions {
   /** Signaling URL, e.g. "wss://example.com/ws". Default: `/ws` on the page's own host (ws: or wss: to match the page). */
   url?: string;
@@ -116,6 +119,15 @@ export interface ConnectOptions {
   iceServers?: RTCIceServer[];
   /** Passed to RTCPeerConnection (every one, in p2p rooms); "relay" forces TURN. */
   iceTransportPolicy?: RTCIceTransportPolicy;
+  /**
+   * Use only the TURN URLs of these transports (from the welcome and from
+   * `iceServers`): "udp" (`turn:` URLs without `?transport=tcp`), "tcp"
+   * (`turn:…?transport=tcp`), "tls" (`turns:`). Other URLs (stun:) are kept;
+   * an ICE server left without URLs is dropped. Default: all. E.g.
+   * `{ iceTransportPolicy: 'relay', turnTransports: ['tls'] }` behaves like a
+   * client behind a firewall that only lets TLS out.
+   */
+  turnTransports?: TurnTransport[];
   /** How long connect() may take before it rejects with code "timeout" (ms, default 15000). */
   timeoutMs?: number;
 }
@@ -266,7 +278,7 @@ export declare class RtcRelay extends EventTarget {
   readonly roster: Map<number, Peer>;
   /** Channel parameters from the server's "ready" message. */
   readonly serverChannels: ServerChannels | null;
-  /** ICE servers used: the welcome's, then `options.iceServers`. */
+  /** ICE servers used: the welcome's, then `options.iceServers`, filtered by `options.turnTransports`. */
   readonly iceServers: RTCIceServer[];
   /** Last signaling round trip measured by {@link ping}, in ms. */
   readonly signalingRtt: number | null;
@@ -361,5 +373,11 @@ export interface RelayedFrame {
 
 /** Decodes one relayed frame; throws RtcRelayError "bad_frame" on malformed input. */
 export declare function decodeRelayed(buffer: ArrayBuffer | ArrayBufferView): RelayedFrame;
+
+/**
+ * The transport of an ICE server URL: "tls" (`turns:`), "tcp"
+ * (`turn:…?transport=tcp`), "udp" (other `turn:` URLs), null if not TURN.
+ */
+export declare function turnTransportOf(url: string): TurnTransport | null;
 
 export default RtcRelay;

@@ -91,6 +91,38 @@ function defaultUrl() {
   return `${scheme}//${location.host}/ws`;
 }
 
+const TURN_TRANSPORTS = ['udp', 'tcp', 'tls'];
+
+/**
+ * The transport of an ICE server URL: "tls" for turns:, "tcp" for
+ * turn:…?transport=tcp, "udp" for other turn: URLs (RFC 7065's default), null
+ * for anything that is not TURN (stun: and the like).
+ */
+export function turnTransportOf(url) {
+  const m = /^(turns?):([^?]*)(?:\?(.*))?$/i.exec(String(url).trim());
+  if (!m) return null;
+  if (m[1].toLowerCase() === 'turns') return 'tls';
+  return /(?:^|&)transport=tcp(?:&|$)/i.test(m[3] ?? '') ? 'tcp' : 'udp';
+}
+
+/**
+ * `servers` with only the TURN URLs whose transport is in `transports` (other
+ * URLs kept); servers left without URLs are dropped. `transports` undefined:
+ * `servers` unchanged.
+ */
+function filterTurnTransports(servers, transports) {
+  if (transports === undefined) return servers;
+  const out = [];
+  for (const server of servers) {
+    const urls = (Array.isArray(server.urls) ? server.urls : [server.urls]).filter((url) => {
+      const t = turnTransportOf(url);
+      return t === null || transports.includes(t);
+    });
+    if (urls.length > 0) out.push({ ...server, urls });
+  }
+  return out;
+}
+
 function byteLengthOf(data) {
   if (typeof data === 'string') return utf8Encoder.encode(data).byteLength;
   return data.byteLength;
@@ -118,6 +150,11 @@ export class RtcRelay extends EventTarget {
       throw new RtcRelayError('bad_options', 'connect() needs { room, name } strings');
     }
     this._options = { kind: 'relay', timeoutMs: 15000, iceServers: [], ...options };
+    const transports = this._options.turnTransports;
+    if (transports !== undefined
+      && (!Array.isArray(transports) || !transports.every((t) => TURN_TRANSPORTS.includes(t)))) {
+      throw new RtcRelayError('bad_options', `turnTransports must be an array of ${TURN_TRANSPORTS.map((t) => `"${t}"`).join(', ')}`);
+    }
     this.url = this._options.url ?? defaultUrl();
     this.room = this._options.room;
     this.name = this._options.name;
@@ -514,7 +551,7 @@ export class RtcRelay extends EventTarget {
     for (const entry of msg.roster ?? []) {
       this.roster.set(entry.peer_id, { peerId: entry.peer_id, name: entry.name });
     }
-    this.iceServers = [...(msg.ice_servers ?? []), ...(this._options.iceServers ?? [])];
+    this.iceServers = this._iceServersFor(msg);
     const config = { iceServers: this.iceServers };
     if (this._options.iceTransportPolicy) config.iceTransportPolicy = this._options.iceTransportPolicy;
     const pc = new RTCPeerConnection(config);
@@ -635,6 +672,12 @@ export class RtcRelay extends EventTarget {
     }, 0);
   }
 
+  /** The welcome's ICE servers, then options.iceServers, TURN URLs filtered by options.turnTransports. */
+  _iceServersFor(welcome) {
+    const all = [...(welcome.ice_servers ?? []), ...(this._options.iceServers ?? [])];
+    return filterTurnTransports(all, this._options.turnTransports);
+  }
+
   // ---- p2p rooms: one RTCPeerConnection per other member ----
 
   _rtcConfig() {
@@ -651,7 +694,7 @@ export class RtcRelay extends EventTarget {
       this.roster.set(entry.peer_id, { peerId: entry.peer_id, name: entry.name });
       this._awaiting.add(entry.peer_id);
     }
-    this.iceServers = [...(msg.ice_servers ?? []), ...(this._options.iceServers ?? [])];
+    this.iceServers = this._iceServersFor(msg);
     this._welcomed = true;
     // The newcomer offers to everyone already there: no glare.
     for (const peerId of this._awaiting) await this._openMember(peerId, true);
