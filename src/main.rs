@@ -3,6 +3,7 @@
 //! defaults; `rtcrelay turn` runs the TURN server alone.
 
 mod config;
+mod turn_probe;
 
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -44,6 +45,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run the bundled TURN server alone (needs turn.auth.secrets or
     /// turn.auth.users in the configuration). SIGHUP reloads `[turn]`.
+    /// `rtcrelay turn probe URL` checks a TURN server from the outside
+    /// instead.
     Turn(TurnArgs),
     /// Re-run a recorded match from its log (seed + accepted inputs) and
     /// check that every tick reaches the recorded state hash.
@@ -93,7 +96,12 @@ struct ServeArgs {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct TurnArgs {
+    /// `rtcrelay turn probe URL ...` checks a TURN server instead of
+    /// running one.
+    #[command(subcommand)]
+    command: Option<turn_probe::TurnCommand>,
     /// TOML configuration file (its `[turn]` section; other sections are
     /// checked but unused).
     #[arg(long, env = "RTCRELAY_CONFIG")]
@@ -253,6 +261,9 @@ fn main() -> ExitCode {
             run(&config, serve(config.clone(), source))
         }
         Command::Turn(args) => {
+            if let Some(turn_probe::TurnCommand::Probe(probe)) = &args.command {
+                return turn_probe::main(probe);
+            }
             let source = ConfigSource {
                 file: args.config.clone(),
                 overrides: args.overrides(),

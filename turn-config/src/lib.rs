@@ -29,12 +29,16 @@
 //!   reload, and the [`server::TurnMinter`] signaling mints client
 //!   credentials with.
 //! - [`metrics`]: the `rtcrelay_turn_*` Prometheus families.
+//! - [`probe`]: `rtcrelay turn probe`: allocate, permission, channel bind,
+//!   echo through the relay to a local peer, refresh and close against a TURN
+//!   server from the outside, each step timed; RTT, loss and rate.
 
 pub mod config;
 pub mod credentials;
 pub mod limit;
 pub mod metrics;
 pub mod policy;
+pub mod probe;
 pub mod relay_conn;
 pub mod server;
 pub mod stream;
