@@ -1308,6 +1308,12 @@ mod tests {
     }
 
     async fn client(server: SocketAddr, user: &str, password: &str) -> Client {
+        client_from("127.0.0.1:0", server, user, password).await
+    }
+
+    /// A client whose socket binds `bind` (another loopback address is
+    /// another source IP).
+    async fn client_from(bind: &str, server: SocketAddr, user: &str, password: &str) -> Client {
         let client = Client::new(ClientConfig {
             stun_serv_addr: server.to_string(),
             turn_serv_addr: server.to_string(),
@@ -1316,7 +1322,7 @@ mod tests {
             realm: "rtcrelay".into(),
             software: String::new(),
             rto_in_ms: 0,
-            conn: Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()),
+            conn: Arc::new(UdpSocket::bind(bind).await.unwrap()),
             vnet: None,
         })
         .await
@@ -1724,20 +1730,7 @@ mod tests {
         );
 
         // Another address, during the flood's penalty, allocates normally.
-        let other = Client::new(ClientConfig {
-            stun_serv_addr: addr.to_string(),
-            turn_serv_addr: addr.to_string(),
-            username: "alice".into(),
-            password: "pw".into(),
-            realm: "rtcrelay".into(),
-            software: String::new(),
-            rto_in_ms: 0,
-            conn: Arc::new(UdpSocket::bind("127.0.0.2:0").await.unwrap()),
-            vnet: None,
-        })
-        .await
-        .unwrap();
-        other.listen().await.unwrap();
+        let other = client_from("127.0.0.2:0", addr, "alice", "pw").await;
         let relay = tokio::time::timeout(WAIT, other.allocate())
             .await
             .unwrap()
