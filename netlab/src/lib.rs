@@ -29,6 +29,11 @@
 //! - [`preset`]: named profiles ([`Preset`]: `good`, `wifi`, `wifi-lossy`,
 //!   `4g`, `3g`, `satellite`, `congested`; their numbers and rationale are in
 //!   that module) and [`Profiles`], the presets plus the user's own.
+//! - [`lab`]: [`Lab`], which setting (profile, link or scenario) is in
+//!   force for which [`Scope`] (global, room, peer, TURN username), shared
+//!   by every driver; and [`PathImpairment`], one path's impairment as a
+//!   driver owns it (scenario stages applied as time passes, injected
+//!   totals reported back to the lab per scope).
 //! - [`scenario`]: [`Scenario`], time-scripted steps (`10s good`, `5s
 //!   blackout`, `20s 3g`, link flap) that say which [`Condition`] is in force
 //!   at `now`.
@@ -93,6 +98,7 @@
 pub mod config;
 pub mod distribution;
 pub mod impairment;
+pub mod lab;
 pub mod link;
 pub mod preset;
 pub mod scenario;
@@ -107,6 +113,7 @@ pub use config::{
 };
 pub use distribution::Distribution;
 pub use impairment::{Accepted, Counters, Decision, DropCause, Impairment, Released, Scheduled};
+pub use lab::{Lab, PathImpairment, Plan, Resolved, Scope, ScopeTotals, Setting};
 pub use link::{Direction, Link};
 pub use payload::{PacketLen, Payload};
 pub use preset::{Preset, Profiles};
