@@ -346,6 +346,7 @@ impl Config {
             },
             game_name: self.game.name.clone(),
             record_dir: self.game.record_dir.clone(),
+            ..Default::default()
         }
     }
 

@@ -531,7 +531,13 @@ async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     relay_metrics.register(&mut registry);
     let turn_metrics = TurnMetrics::default();
 
-    let relay = Relay::start(config.relay(), relay_metrics)
+    // The network lab, shared by the relay's peer paths and the admin API.
+    let netlab = Arc::new(rtcrelay_netlab::Lab::default());
+    let relay_config = rtcrelay_relay::RelayConfig {
+        netlab: Arc::clone(&netlab),
+        ..config.relay()
+    };
+    let relay = Relay::start(relay_config, relay_metrics)
         .await
         .with_context(|| format!("cannot bind relay UDP {}", config.relay.listen))?;
     let turn = if config.turn.enabled {

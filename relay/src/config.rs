@@ -1,5 +1,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use rtcrelay_netlab::Lab;
 
 use crate::authoritative::GameConfig;
 
@@ -24,6 +27,9 @@ pub struct RelayConfig {
     /// per-tick state hashes) is written when the room closes; `rtcrelay
     /// replay` re-runs it. None: logs are not kept.
     pub record_dir: Option<PathBuf>,
+    /// The network lab: impairment in force per scope (global, room,
+    /// peer), applied to each peer's packets both ways. Empty by default.
+    pub netlab: Arc<Lab>,
 }
 
 impl Default for RelayConfig {
@@ -36,6 +42,7 @@ impl Default for RelayConfig {
             game: GameConfig::default(),
             game_name: "dizolaur".to_string(),
             record_dir: None,
+            netlab: Arc::new(Lab::default()),
         }
     }
 }
