@@ -7,13 +7,17 @@
 //! unknown keys are errors (`deny_unknown_fields`), so a typo never silently
 //! falls back to a default.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::Value;
 use figment::Figment;
+use rtcrelay_netlab::{Lab, LinkConfig, Profiles, Scenario, ScenarioConfig, Scope, Setting};
 use rtcrelay_protocol::limits::MAX_ROOM_CAPACITY;
 use rtcrelay_protocol::signaling::IceServer;
 use rtcrelay_relay::GameFactory;
@@ -31,7 +35,56 @@ pub struct Config {
     /// The bundled TURN server; validated by `rtcrelay_turn` (errors name
     /// `turn.*` keys).
     pub turn: rtcrelay_turn::TurnConfig,
+    /// The network lab: what is in force at startup, the profiles and
+    /// scenarios the admin API can name.
+    pub netlab: NetlabConfig,
+    /// The admin API (`/admin/netlab/...`).
+    pub admin: AdminConfig,
 }
+
+/// `[netlab]`: impairment injected on the relay's (and TURN's) paths.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetlabConfig {
+    /// Profile in force for every path at startup (scope global): a preset
+    /// (`good`, `wifi`, `wifi-lossy`, `4g`, `3g`, `satellite`, `congested`)
+    /// or a name of `profiles`. Empty: none.
+    pub profile: String,
+    /// Scenario of `scenarios` to start for scope global at startup, instead
+    /// of `profile`. Empty: none.
+    pub scenario: String,
+    /// Seed of the startup setting (the same seed and traffic give the same
+    /// decisions). Unset: random.
+    pub seed: Option<u64>,
+    /// The user's own profiles by name (may shadow a preset).
+    pub profiles: BTreeMap<String, LinkConfig>,
+    /// Named time-scripted scenarios, which the admin API starts with
+    /// `{"scenario_name": NAME}`.
+    pub scenarios: BTreeMap<String, ScenarioConfig>,
+}
+
+/// `[admin]`. `Debug` never shows the token.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token of the admin API. Empty: no token; the API then works
+    /// only on a loopback HTTP listener. Prefer `RTCRELAY_ADMIN__TOKEN` to
+    /// `--admin-token` (command lines are visible in `ps`).
+    pub token: String,
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("token", &if self.token.is_empty() { "" } else { "<set>" })
+            .finish()
+    }
+}
+
+/// Shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
+/// Longest profile or scenario name (they appear in URLs and metrics).
+const MAX_NETLAB_NAME_BYTES: usize = 64;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -323,6 +376,18 @@ impl Config {
         if let Err(turn) = self.turn.validate() {
             problems.extend(turn);
         }
+        if let Err(netlab) = self.netlab_lab() {
+            problems.extend(netlab.0);
+        }
+        let token = &self.admin.token;
+        if !token.is_empty()
+            && (token.len() < MIN_ADMIN_TOKEN_BYTES || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            problems.push(format!(
+                "key `admin.token`: must be at least {MIN_ADMIN_TOKEN_BYTES} printable ASCII \
+                 characters without spaces (e.g. `openssl rand -hex 32`), or empty for none"
+            ));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -350,6 +415,92 @@ impl Config {
         }
     }
 
+    /// The network lab as `[netlab]` says: its profiles, and the startup
+    /// setting for scope global in force. Errors name the key.
+    pub fn netlab_lab(&self) -> Result<Lab, ConfigError> {
+        let netlab = &self.netlab;
+        let mut problems = Vec::new();
+        let mut profiles = Profiles::builtin();
+        for (name, link) in &netlab.profiles {
+            if let Err(reason) = check_name(name) {
+                problems.push(format!("key `netlab.profiles.{name}`: {reason}"));
+            } else if let Err(e) = profiles.insert(name.clone(), link.clone()) {
+                problems.push(netlab_problem("", &e));
+            }
+        }
+        let now = Instant::now();
+        for (name, scenario) in &netlab.scenarios {
+            if let Err(reason) = check_name(name) {
+                problems.push(format!("key `netlab.scenarios.{name}`: {reason}"));
+            } else if let Err(e) = Scenario::new(scenario, &profiles, now) {
+                problems.push(netlab_problem(&format!("scenarios.{name}."), &e));
+            }
+        }
+        let startup = match (netlab.profile.as_str(), netlab.scenario.as_str()) {
+            ("", "") => None,
+            (profile, "") => match profiles.get(profile) {
+                Some(_) => Some(Setting {
+                    seed: netlab.seed,
+                    ..Setting::profile(profile)
+                }),
+                None => {
+                    problems.push(format!(
+                        "key `netlab.profile`: {profile:?} is not a preset or a profile of \
+                         [netlab.profiles] (known: {})",
+                        profiles.names().join(", ")
+                    ));
+                    None
+                }
+            },
+            ("", scenario) => match netlab.scenarios.get(scenario) {
+                Some(config) => Some(Setting {
+                    scenario: Some(config.clone()),
+                    seed: netlab.seed,
+                    ..Setting::default()
+                }),
+                None => {
+                    problems.push(format!(
+                        "key `netlab.scenario`: {scenario:?} is not a scenario of \
+                         [netlab.scenarios] (known: {})",
+                        netlab
+                            .scenarios
+                            .keys()
+                            .map(String::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                    None
+                }
+            },
+            _ => {
+                problems.push(
+                    "key `netlab.scenario`: cannot be set together with netlab.profile".into(),
+                );
+                None
+            }
+        };
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        let lab = Lab::new(profiles);
+        if let Some(setting) = startup {
+            lab.set(Scope::Global, setting, now)
+                .map_err(|e| ConfigError(vec![netlab_problem("", &e)]))?;
+        }
+        Ok(lab)
+    }
+
+    /// The admin API's settings for signaling: the token, whether the HTTP
+    /// listener is public, the lab it controls and the named scenarios.
+    pub fn admin(&self, lab: Arc<Lab>) -> rtcrelay_signaling::AdminConfig {
+        rtcrelay_signaling::AdminConfig {
+            token: rtcrelay_signaling::AdminToken::new(&self.admin.token),
+            public_listener: !self.http.listen.ip().is_loopback(),
+            netlab: Some(lab),
+            scenarios: self.netlab.scenarios.clone(),
+        }
+    }
+
     /// Seats of the configured game: the capacity of authoritative rooms.
     pub fn game_seats(&self) -> usize {
         rtcrelay_relay::BuiltinGames
@@ -367,6 +518,31 @@ impl Config {
             game_seats: self.game_seats(),
             ..Default::default()
         }
+    }
+}
+
+/// Profile and scenario names: `[A-Za-z0-9_.-]`, 1 to 64 bytes.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > MAX_NETLAB_NAME_BYTES
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(format!(
+            "a name is 1 to {MAX_NETLAB_NAME_BYTES} characters of A-Z, a-z, 0-9, '_', '-', '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// A netlab error as a config problem, its field under `netlab.PREFIX`.
+fn netlab_problem(prefix: &str, e: &rtcrelay_netlab::ConfigError) -> String {
+    match e {
+        rtcrelay_netlab::ConfigError::Invalid { field, reason } => {
+            format!("key `netlab.{prefix}{field}`: {reason}")
+        }
+        rtcrelay_netlab::ConfigError::Parse(text) => format!("key `netlab`: {text}"),
     }
 }
 
@@ -428,7 +604,7 @@ mod tests {
         let c = Config::load(None, &[]).unwrap();
         assert!(c.turn.enabled);
         assert_eq!(c.turn.listen_udp, vec!["127.0.0.1:3478".parse().unwrap()]);
-        assert!(c.turn.listen_tcp.is_empty(), "TCP is not served yet");
+        assert_eq!(c.turn.listen_tcp, vec!["127.0.0.1:3478".parse().unwrap()]);
         let c = load_toml(
             "[turn]\nrelay_ports = \"50000-50100\"\n[turn.auth]\nusers = { alice = \"pw\" }\n\
              [turn.peers]\nallow_loopback = true\n",
@@ -461,6 +637,75 @@ mod tests {
         }
         let e = load_toml("[turn]\nrelam = \"x\"\n").unwrap_err();
         assert!(e.contains("relam"), "{e}");
+    }
+
+    #[test]
+    fn netlab_and_admin_sections() {
+        let c = Config::load(None, &[]).unwrap();
+        assert!(c.netlab_lab().unwrap().settings().is_empty());
+        assert!(c.admin.token.is_empty());
+        let c = load_toml(
+            "[netlab]\nprofile = \"mine\"\nseed = 7\n\
+             [netlab.profiles.mine.up]\nloss = { model = \"random\", p = 0.05 }\n\
+             [netlab.profiles.mine.down]\ndelay = { latency = \"40ms\", jitter = \"5ms\" }\n\
+             [netlab.scenarios.flap]\nrepeat = true\nsteps = [{ duration = \"10s\", profile = \"mine\" }, \
+             { duration = \"2s\", blackout = true }]\n\
+             [admin]\ntoken = \"0123456789abcdef0123\"\n",
+        )
+        .unwrap();
+        let lab = c.netlab_lab().unwrap();
+        let settings = lab.settings();
+        assert_eq!(settings.len(), 1);
+        assert_eq!(settings[0].0, Scope::Global);
+        assert_eq!(settings[0].1.profile.as_deref(), Some("mine"));
+        assert_eq!(settings[0].2, 7);
+        assert!(lab.profiles().names().contains(&"mine".to_owned()));
+        let admin = c.admin(Arc::new(lab));
+        assert!(admin.token.is_some() && !admin.public_listener);
+        assert!(admin.scenarios.contains_key("flap"));
+        assert!(!format!("{c:?}").contains("0123456789abcdef0123"));
+
+        let c = Config::load(
+            None,
+            &[
+                ("netlab.profile", "3g".into()),
+                ("netlab.seed", 42u64.into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.netlab_lab().unwrap().settings()[0].2, 42);
+        let c = load_toml("[netlab]\nscenario = \"s\"\n[netlab.scenarios.s]\nsteps = [{ duration = \"1s\", profile = \"4g\" }]\n").unwrap();
+        assert!(c.netlab_lab().unwrap().settings()[0].1.scenario.is_some());
+
+        for (toml, key) in [
+            ("[netlab]\nprofile = \"5g\"\n", "netlab.profile"),
+            ("[netlab]\nscenario = \"nope\"\n", "netlab.scenario"),
+            (
+                "[netlab.profiles.bad.up]\nloss = { model = \"random\", p = 1.5 }\n",
+                "netlab.profiles.bad.up.loss.p",
+            ),
+            ("[netlab.profiles.\"a b\"]\n", "netlab.profiles.a b"),
+            (
+                "[netlab.scenarios.s]\nsteps = [{ duration = \"1s\", profile = \"5g\" }]\n",
+                "netlab.scenarios.s.steps[0].profile",
+            ),
+            ("[admin]\ntoken = \"short\"\n", "admin.token"),
+            (
+                "[admin]\ntoken = \"with spaces in the token\"\n",
+                "admin.token",
+            ),
+        ] {
+            let e = load_toml(toml).unwrap_err();
+            assert!(
+                e.contains(&format!("config error: key `{key}`")),
+                "{toml}: {e}"
+            );
+        }
+        let e = load_toml("[netlab]\nprofle = \"3g\"\n").unwrap_err();
+        assert!(e.contains("profle"), "{e}");
+        let e = load_toml("[netlab.profiles.x.up]\nloss = { model = \"random\", p = \"high\" }\n")
+            .unwrap_err();
+        assert!(e.contains("netlab.profiles.x.up.loss"), "{e}");
     }
 
     #[test]

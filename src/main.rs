@@ -3,6 +3,7 @@
 //! defaults; `rtcrelay turn` runs the TURN server alone.
 
 mod config;
+mod impair;
 mod turn_probe;
 
 use std::io::{IsTerminal, Write};
@@ -51,6 +52,10 @@ enum Command {
     /// Re-run a recorded match from its log (seed + accepted inputs) and
     /// check that every tick reaches the recorded state hash.
     Replay(ReplayArgs),
+    /// A standalone UDP impairment proxy: forwards each client's datagrams
+    /// to --forward and back through the network lab's model (loss, delay,
+    /// jitter, reorder, rate, ...); prints a summary on SIGINT/SIGTERM.
+    Impair(impair::ImpairArgs),
 }
 
 #[derive(Args)]
@@ -91,6 +96,18 @@ struct ServeArgs {
     /// Do not run the bundled TURN server [config: turn.enabled = false].
     #[arg(long)]
     no_turn: bool,
+    /// Network lab profile in force for everyone at startup: a preset
+    /// (good, wifi, wifi-lossy, 4g, 3g, satellite, congested) or one of
+    /// [netlab.profiles] [config: netlab.profile].
+    #[arg(long, value_name = "NAME")]
+    netlab_profile: Option<String>,
+    /// Seed of the startup network lab setting [config: netlab.seed].
+    #[arg(long, value_name = "N")]
+    netlab_seed: Option<u64>,
+    /// Bearer token of the admin API (/admin/netlab). Visible in `ps`:
+    /// prefer RTCRELAY_ADMIN__TOKEN or the config file [config: admin.token].
+    #[arg(long, value_name = "TOKEN")]
+    admin_token: Option<String>,
     #[command(flatten)]
     turn: TurnFlags,
 }
@@ -229,6 +246,15 @@ impl ServeArgs {
         if self.no_turn {
             o.push(("turn.enabled", false.into()));
         }
+        if let Some(name) = &self.netlab_profile {
+            o.push(("netlab.profile", name.clone().into()));
+        }
+        if let Some(seed) = self.netlab_seed {
+            o.push(("netlab.seed", seed.into()));
+        }
+        if let Some(token) = &self.admin_token {
+            o.push(("admin.token", token.clone().into()));
+        }
         self.turn.overrides(&mut o);
         o
     }
@@ -246,6 +272,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Replay(args) => replay(&args),
+        Command::Impair(args) => impair::main(&args),
         Command::Serve(args) => {
             let source = ConfigSource {
                 file: args.config.clone(),
@@ -415,11 +442,16 @@ fn init_tracing(config: &Config) {
 }
 
 /// Starts the bundled TURN server, logging configuration warnings.
-async fn start_turn(config: &Config, metrics: TurnMetrics) -> anyhow::Result<Arc<TurnServer>> {
+/// Allocations follow `netlab` (`turn_user` and `global` scopes).
+async fn start_turn(
+    config: &Config,
+    metrics: TurnMetrics,
+    netlab: Arc<rtcrelay_netlab::Lab>,
+) -> anyhow::Result<Arc<TurnServer>> {
     for warning in TurnServer::start_warnings(&config.turn) {
         tracing::warn!("config: {warning}");
     }
-    let turn = TurnServer::start(&config.turn, metrics).await?;
+    let turn = TurnServer::start_with_lab(&config.turn, metrics, netlab).await?;
     tracing::info!(
         urls = ?turn.urls(),
         secrets = turn.auth().credentials().secret_count(),
@@ -531,8 +563,16 @@ async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     relay_metrics.register(&mut registry);
     let turn_metrics = TurnMetrics::default();
 
-    // The network lab, shared by the relay's peer paths and the admin API.
-    let netlab = Arc::new(rtcrelay_netlab::Lab::default());
+    // The network lab, shared by the relay's peer paths and the admin API;
+    // `[netlab]` (validated at load) gives its profiles and startup setting.
+    let netlab = Arc::new(config.netlab_lab()?);
+    for (scope, setting, seed) in netlab.settings() {
+        let what = match setting.profile {
+            Some(profile) => format!("profile {profile}"),
+            None => format!("scenario {}", config.netlab.scenario),
+        };
+        tracing::info!(%scope, seed, "netlab: {what} in force at startup");
+    }
     let relay_config = rtcrelay_relay::RelayConfig {
         netlab: Arc::clone(&netlab),
         ..config.relay()
@@ -542,11 +582,12 @@ async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind relay UDP {}", config.relay.listen))?;
     let turn = if config.turn.enabled {
         turn_metrics.register(&mut registry);
-        Some(start_turn(&config, turn_metrics.clone()).await?)
+        Some(start_turn(&config, turn_metrics.clone(), Arc::clone(&netlab)).await?)
     } else {
         None
     };
     let mut signaling = config.signaling();
+    signaling.admin = config.admin(Arc::clone(&netlab));
     if let Some(turn) = &turn {
         signaling.ice_minter = Some(Arc::new(TurnIce(turn.minter())));
     }
@@ -570,6 +611,12 @@ async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     drop(out);
     if !http.ip().is_loopback() {
         tracing::warn!(%http, "HTTP listens beyond loopback: anyone who can reach it can join rooms");
+        if config.admin.token.is_empty() {
+            tracing::warn!(
+                "the admin API (/admin/netlab) is refused on this listener: no admin token \
+                 (set RTCRELAY_ADMIN__TOKEN or [admin] token)"
+            );
+        }
     }
 
     let server = axum::serve(listener, rtcrelay_signaling::router(state.clone()))
@@ -605,7 +652,8 @@ async fn turn_alone(
     let mut registry = Registry::with_prefix("rtcrelay");
     let metrics = TurnMetrics::default();
     metrics.register(&mut registry);
-    let turn = start_turn(&config, metrics.clone()).await?;
+    // Only `[netlab]`'s startup setting: no admin API here.
+    let turn = start_turn(&config, metrics.clone(), Arc::new(config.netlab_lab()?)).await?;
     let http = match metrics_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)

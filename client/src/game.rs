@@ -34,7 +34,7 @@ mod snapshots;
 
 use serde::Serialize;
 
-pub use rtcrelay_protocol::game::control::PlayerNetStats;
+pub use rtcrelay_protocol::game::control::{InjectedNetStats, PlayerNetStats};
 pub use rtcrelay_protocol::game::{Entity, WorldState};
 
 pub use self::core::GameCore;

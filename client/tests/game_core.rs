@@ -946,6 +946,7 @@ fn server_stats_feed_upstream_loss_and_errors_are_surfaced() {
                 inputs_late: 0,
                 inputs_missing: 0,
                 snapshot_bytes_per_s: 0.0,
+                injected: None,
             },
             PlayerNetStats {
                 peer: ME,
@@ -955,6 +956,7 @@ fn server_stats_feed_upstream_loss_and_errors_are_surfaced() {
                 inputs_late: 1,
                 inputs_missing: 2,
                 snapshot_bytes_per_s: 900.0,
+                injected: None,
             },
         ],
     };

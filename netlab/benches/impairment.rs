@@ -14,14 +14,24 @@
 //! - `active_all`: `active` plus Gilbert-Elliott loss instead of random,
 //!   correlated paretonormal delay, 1 % reorder, 1 % duplicate and 1 %
 //!   corrupt.
+//!
+//! And what a driver (the relay's shard) pays around the model:
+//!
+//! - `lab/version_unchanged`: the per-loop check while the lab is empty or
+//!   unchanged (one atomic load and a compare); peers with no setting take
+//!   no other step per datagram than testing their path slot for `None`.
+//! - `lab/resolve_empty`: resolving a peer on an empty lab (once per
+//!   session open, and per peer when the lab changes).
+//! - `path/3g`: one packet up and one down through a [`PathImpairment`]
+//!   under the `3g` preset, as an impaired relay peer's datagrams go.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use rtcrelay_netlab::{
-    DelayConfig, Distribution, GilbertElliott, Impairment, ImpairmentConfig, LossConfig,
-    RandomLoss, RateConfig, ReorderConfig,
+    DelayConfig, Direction, Distribution, GilbertElliott, Impairment, ImpairmentConfig, Lab,
+    LossConfig, PathImpairment, RandomLoss, RateConfig, ReorderConfig, Scope, Setting,
 };
 
 const PACKET_LEN: usize = 1200;
@@ -93,5 +103,42 @@ fn impairment(c: &mut Criterion) {
     bench_config(c, "impairment/active_all", active_all());
 }
 
-criterion_group!(benches, impairment);
+fn driver(c: &mut Criterion) {
+    let lab = Lab::default();
+    let seen = lab.version();
+    c.bench_function("lab/version_unchanged", |b| {
+        b.iter(|| black_box(black_box(&lab).version() != seen))
+    });
+    c.bench_function("lab/resolve_empty", |b| {
+        b.iter(|| black_box(lab.resolve(Some(black_box("1234")), Some("lobby"), None)))
+    });
+
+    let start = Instant::now();
+    let mut setting = Setting::profile("3g");
+    setting.seed = Some(1);
+    lab.set(Scope::Global, setting, start).expect("3g");
+    let resolved = lab
+        .resolve(Some("1234"), Some("lobby"), None)
+        .expect("global");
+    let mut path: PathImpairment<Vec<u8>> = PathImpairment::new(&resolved, 7, start);
+    let mut now = start;
+    let mut pool: Vec<Vec<u8>> = Vec::new();
+    c.bench_function("path/3g", |b| {
+        b.iter(|| {
+            // 200-byte packets, one each way per 2 ms (0.8 Mbit/s each way:
+            // under the 3g rates, so the queues stay short).
+            now += Duration::from_millis(2);
+            for direction in [Direction::Up, Direction::Down] {
+                let packet = pool.pop().unwrap_or_else(|| vec![0u8; 200]);
+                black_box(path.push(direction, now, packet));
+                while let Some(released) = path.poll(direction, now) {
+                    pool.push(black_box(released).payload);
+                }
+            }
+            black_box(path.poll_timeout(now));
+        })
+    });
+}
+
+criterion_group!(benches, impairment, driver);
 criterion_main!(benches);

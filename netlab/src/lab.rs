@@ -294,6 +294,12 @@ impl Lab {
             .collect()
     }
 
+    /// Zeroes `scope`'s totals, e.g. after its setting was replaced, so they
+    /// count what the new setting injects.
+    pub fn reset_totals(&self, scope: &Scope) {
+        lock(&self.totals).remove(scope);
+    }
+
     fn plan(&self, setting: &Setting, now: Instant) -> Result<Plan, ConfigError> {
         match (&setting.profile, &setting.link, &setting.scenario) {
             (Some(name), None, None) => {

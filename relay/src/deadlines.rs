@@ -38,6 +38,15 @@ impl<K: Copy + Ord + Hash> Deadlines<K> {
         }
     }
 
+    /// Sets `peer`'s deadline to `at` unless it already has an earlier (or
+    /// the same) one: for wake-ups that only ever need to come sooner.
+    pub fn set_earlier(&mut self, peer: K, at: Instant) {
+        if self.current.get(&peer).is_some_and(|t| *t <= at) {
+            return;
+        }
+        self.set(peer, at);
+    }
+
     pub fn remove(&mut self, peer: K) {
         self.current.remove(&peer);
     }
@@ -108,6 +117,24 @@ mod tests {
         d.expire(ms(50), &mut out);
         assert_eq!(out, vec![PeerId(3)]);
         assert_eq!(d.next(), None);
+    }
+
+    #[test]
+    fn set_earlier_only_moves_a_deadline_forward() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut d = Deadlines::default();
+        d.set_earlier(PeerId(1), ms(30));
+        d.set_earlier(PeerId(1), ms(40));
+        assert_eq!(d.next(), Some(ms(30)));
+        d.set_earlier(PeerId(1), ms(10));
+        assert_eq!(d.next(), Some(ms(10)));
+        let mut out = Vec::new();
+        d.expire(ms(10), &mut out);
+        assert_eq!(out, vec![PeerId(1)]);
+        // Expired: the next one is taken as is.
+        d.set_earlier(PeerId(1), ms(50));
+        assert_eq!(d.next(), Some(ms(50)));
     }
 
     #[test]

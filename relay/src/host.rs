@@ -87,6 +87,8 @@ impl Relay {
             n => n,
         };
         let routes = Arc::new(Mutex::new(Routes::default()));
+        // `/metrics` shows what this relay's lab injects.
+        metrics.netlab.attach(config.netlab.clone());
         let mut senders = Vec::with_capacity(shard_count);
         let mut shards = Vec::with_capacity(shard_count);
         for index in 0..shard_count {
@@ -101,6 +103,7 @@ impl Relay {
                 game: config.game.clone(),
                 game_name: config.game_name.clone(),
                 record_dir: config.record_dir.clone(),
+                netlab: config.netlab.clone(),
             };
             shards.push(tokio::spawn(Shard::new(index, ctx).run(rx)));
             senders.push(tx);

@@ -5,7 +5,8 @@
 //!   the [`SessionHost`] that signaling uses.
 //! - [`session`]: the hand-off from signaling (offer in, answer out, events
 //!   back). Signaling sees only the [`SessionHost`] trait.
-//! - [`metrics`]: counters and gauges of the packet path.
+//! - [`metrics`]: counters and gauges of the packet path, and the network
+//!   lab's injected totals per scope ([`metrics::NetlabMetrics`]).
 //! - [`config`]: what the relay needs to start.
 //! - [`authoritative`]: authoritative rooms (the [`Simulation`] trait, the
 //!   tick loop, input buffers, delta snapshots), sans-IO.
@@ -17,7 +18,9 @@
 //!   to peer), sans-IO; `stun` (private): the USERNAME parser it uses.
 //! - `shard` (private): a worker owning some peers' `Rtc`s and their rooms;
 //!   it touches only peers that got input or whose deadline passed
-//!   (`deadlines`, private).
+//!   (`deadlines`, private). `shard::netlab` runs the network lab's
+//!   impairment ([`RelayConfig::netlab`]) on each affected peer's datagrams,
+//!   both ways, on the shard itself.
 //! - `room` (private): relay rooms, the required channels and the
 //!   forwarding limits, sans-IO.
 

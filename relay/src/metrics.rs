@@ -1,12 +1,17 @@
 //! Counters and gauges of the packet path and of authoritative rooms,
-//! registered into the process's Prometheus registry by the binary.
+//! registered into the process's Prometheus registry by the binary, and the
+//! network lab's injected totals ([`NetlabMetrics`]).
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+use rtcrelay_netlab::{Counters, Lab, ScopeTotals};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -51,6 +56,9 @@ pub struct RelayMetrics {
     pub sessions_rejected: Family<ReasonLabel, Counter>,
     /// Authoritative rooms (`rtcrelay_game_*`).
     pub game: GameMetrics,
+    /// The network lab's injected totals per scope (`rtcrelay_netlab_*`),
+    /// read from the lab the relay was started with.
+    pub netlab: NetlabMetrics,
 }
 
 /// Metrics of authoritative rooms. The rooms update them, except
@@ -209,6 +217,134 @@ impl RelayMetrics {
             self.sessions_rejected.clone(),
         );
         self.game.register(registry);
+        registry.register_collector(Box::new(self.netlab.clone()));
+    }
+}
+
+/// What the network lab injected, per scope, as `/metrics` shows it:
+///
+/// - `rtcrelay_netlab_packets_total{scope,direction,outcome}`: datagrams by
+///   outcome: `pushed` (entered the lab), `passed` (accepted for delivery),
+///   `dropped_loss`, `dropped_blackout`, `dropped_queue`, `duplicated`
+///   (extra copies), `reordered`, `corrupted`;
+/// - `rtcrelay_netlab_added_delay_seconds_total{scope,direction}`: delay
+///   added, summed over delivered copies (divide by `passed + duplicated`
+///   for the mean).
+///
+/// `scope` is `global`, `room:NAME`, `peer:ID` or `turn_user:NAME` (the lab
+/// holds at most 1024 scopes, so the label set is bounded); `direction` is
+/// `up` (client → server) or `down`. A scope's series exist while its
+/// setting is in force and disappear when it is cleared. Every driver that
+/// reports to the lab is included (the relay's peer paths; TURN
+/// allocations when they report), so register this once per lab.
+///
+/// Cheap to clone; the lab is read on each scrape. Until a lab is attached
+/// (the relay attaches its own when it starts), nothing is exported; then
+/// the families are always described (`# HELP`, `# TYPE`).
+#[derive(Debug, Clone, Default)]
+pub struct NetlabMetrics {
+    lab: Arc<Mutex<Option<Arc<Lab>>>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NetlabPacketLabels {
+    scope: String,
+    direction: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NetlabDirectionLabels {
+    scope: String,
+    direction: &'static str,
+}
+
+/// Reads one counter of a direction's totals.
+type ReadCounter = fn(&Counters) -> u64;
+
+/// The `outcome` label values and the counter each one reads.
+const NETLAB_OUTCOMES: [(&str, ReadCounter); 8] = [
+    ("pushed", |c| c.pushed),
+    ("passed", |c| c.passed),
+    ("dropped_loss", |c| c.dropped_loss),
+    ("dropped_blackout", |c| c.dropped_blackout),
+    ("dropped_queue", |c| c.dropped_queue),
+    ("duplicated", |c| c.duplicated),
+    ("reordered", |c| c.reordered),
+    ("corrupted", |c| c.corrupted),
+];
+
+impl NetlabMetrics {
+    /// Exports `lab`'s totals from now on (replacing any lab attached
+    /// before).
+    pub fn attach(&self, lab: Arc<Lab>) {
+        *self.lab.lock().unwrap_or_else(PoisonError::into_inner) = Some(lab);
+    }
+
+    /// The attached lab's totals by scope name; None with no lab.
+    fn totals(&self) -> Option<Vec<(String, ScopeTotals)>> {
+        let lab = self
+            .lab
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()?;
+        Some(
+            lab.totals()
+                .into_iter()
+                .map(|(scope, totals)| (scope.to_string(), totals))
+                .collect(),
+        )
+    }
+}
+
+impl Collector for NetlabMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // The families are described as soon as a lab is attached; a
+        // scope has samples while its setting is in force.
+        let Some(totals) = self.totals() else {
+            return Ok(());
+        };
+        let directions = |t: &ScopeTotals| [("up", t.up), ("down", t.down)];
+        {
+            let mut family = encoder.encode_descriptor(
+                "netlab_packets",
+                "Datagrams through the network lab, by scope, direction (up: client to \
+                 server) and outcome (pushed, passed, dropped_loss, dropped_blackout, \
+                 dropped_queue, duplicated, reordered, corrupted)",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (scope, t) in &totals {
+                for (direction, counters) in directions(t) {
+                    for (outcome, read) in NETLAB_OUTCOMES {
+                        let labels = NetlabPacketLabels {
+                            scope: scope.clone(),
+                            direction,
+                            outcome,
+                        };
+                        ConstCounter::new(read(&counters))
+                            .encode(family.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "netlab_added_delay",
+            "Delay the network lab added, summed over delivered copies, by scope and direction",
+            Some(&Unit::Seconds),
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (scope, t) in &totals {
+            for (direction, counters) in directions(t) {
+                let labels = NetlabDirectionLabels {
+                    scope: scope.clone(),
+                    direction,
+                };
+                ConstCounter::new(counters.added_delay.as_secs_f64())
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -251,5 +387,71 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
+        assert!(!text.contains("netlab"), "no lab attached: {text}");
+    }
+
+    #[test]
+    fn netlab_totals_are_exported_per_scope_direction_and_outcome() {
+        use rtcrelay_netlab::{Direction, Scope, Setting};
+        use std::time::{Duration, Instant};
+
+        let metrics = RelayMetrics::default();
+        let mut registry = Registry::with_prefix("rtcrelay");
+        metrics.register(&mut registry);
+        let lab = Arc::new(Lab::default());
+        metrics.netlab.attach(lab.clone());
+        let encoded = || {
+            let mut text = String::new();
+            encode(&mut text, &registry).expect("encode");
+            text
+        };
+        let idle = encoded();
+        assert!(
+            idle.contains("# TYPE rtcrelay_netlab_packets counter")
+                && !idle.contains("rtcrelay_netlab_packets_total{"),
+            "described, no samples yet: {idle}"
+        );
+
+        let room = Scope::Room("lobby".into());
+        lab.set(room.clone(), Setting::profile("3g"), Instant::now())
+            .expect("set");
+        let up = Counters {
+            pushed: 10,
+            passed: 8,
+            dropped_loss: 1,
+            dropped_queue: 1,
+            duplicated: 2,
+            added_delay: Duration::from_millis(1500),
+            ..Counters::default()
+        };
+        lab.record(&room, Direction::Up, &up);
+        lab.record(
+            &room,
+            Direction::Down,
+            &Counters {
+                pushed: 3,
+                passed: 3,
+                reordered: 1,
+                ..Counters::default()
+            },
+        );
+        let text = encoded();
+        for line in [
+            "# TYPE rtcrelay_netlab_packets counter",
+            "rtcrelay_netlab_packets_total{scope=\"room:lobby\",direction=\"up\",outcome=\"pushed\"} 10",
+            "rtcrelay_netlab_packets_total{scope=\"room:lobby\",direction=\"up\",outcome=\"dropped_loss\"} 1",
+            "rtcrelay_netlab_packets_total{scope=\"room:lobby\",direction=\"up\",outcome=\"dropped_queue\"} 1",
+            "rtcrelay_netlab_packets_total{scope=\"room:lobby\",direction=\"up\",outcome=\"duplicated\"} 2",
+            "rtcrelay_netlab_packets_total{scope=\"room:lobby\",direction=\"down\",outcome=\"reordered\"} 1",
+            "rtcrelay_netlab_packets_total{scope=\"room:lobby\",direction=\"down\",outcome=\"corrupted\"} 0",
+            "# UNIT rtcrelay_netlab_added_delay_seconds seconds",
+            "rtcrelay_netlab_added_delay_seconds_total{scope=\"room:lobby\",direction=\"up\"} 1.5",
+            "rtcrelay_netlab_added_delay_seconds_total{scope=\"room:lobby\",direction=\"down\"} 0.0",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        // Cleared: the scope's series are gone.
+        assert!(lab.clear(&room));
+        assert!(!encoded().contains("room:lobby"));
     }
 }

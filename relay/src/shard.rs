@@ -4,6 +4,11 @@
 //! earliest peer deadline or the earliest game-room deadline (tick,
 //! snapshot, retransmission), and touches only the peers concerned: those
 //! that got input, whose deadline passed, or that were written to.
+//!
+//! Peers under a network-lab setting have their datagrams impaired both
+//! ways on the shard itself ([`netlab`]); the others take the plain path.
+
+mod netlab;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,6 +31,7 @@ use crate::metrics::{ChannelLabel, ReasonLabel, RelayMetrics};
 use crate::room::{check_channel, realtime_has_room, Lane, Rooms};
 use crate::routes::{Route, Routes};
 use crate::session::SessionEvent;
+use netlab::{PeerPath, ShardLab};
 
 /// A session that is not Ready this long after its answer is closed. An
 /// ICE-lite agent with no remote candidates never times out by itself.
@@ -85,6 +91,8 @@ pub(crate) struct ShardContext {
     /// The game authoritative rooms run.
     pub game_name: String,
     pub record_dir: Option<std::path::PathBuf>,
+    /// The network lab (impairment per scope), shared with the admin API.
+    pub netlab: Arc<rtcrelay_netlab::Lab>,
 }
 
 pub(crate) fn lock(routes: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
@@ -116,6 +124,8 @@ struct Peer {
     /// Source addresses whose STUN str0m accepted.
     verified: Vec<SocketAddr>,
     end: Option<End>,
+    /// Its network-lab path, while a lab setting applies to it.
+    impaired: Option<Box<PeerPath>>,
 }
 
 fn lane_index(lane: Lane) -> usize {
@@ -166,6 +176,8 @@ pub(crate) struct Shard {
     expired_games: Vec<u64>,
     targets: Vec<PeerId>,
     actions: Vec<PeerAction>,
+    /// Network-lab paths: version seen, wake-ups, reports.
+    lab: ShardLab,
 }
 
 fn drop_datagram(metrics: &RelayMetrics, reason: &'static str) {
@@ -217,10 +229,62 @@ fn closed(reason: impl Into<String>) -> End {
     })
 }
 
+/// A datagram as it reaches a peer's `Rtc`: on arrival, or when the lab
+/// releases it.
+struct Incoming<'a> {
+    source: SocketAddr,
+    /// Routed by its STUN USERNAME (its source address is not learned yet).
+    by_ufrag: bool,
+    received: Instant,
+    data: &'a [u8],
+}
+
+/// Hands a datagram to `peer`'s `Rtc`, learning its source address once
+/// str0m has verified a STUN request from it.
+fn receive(
+    ctx: &ShardContext,
+    ending: &mut Vec<PeerId>,
+    dirty: &mut Vec<PeerId>,
+    id: PeerId,
+    peer: &mut Peer,
+    d: Incoming<'_>,
+) {
+    let metrics = &ctx.metrics;
+    let Ok(recv) = Receive::new(Protocol::Udp, d.source, ctx.local, d.data) else {
+        debug!(peer = %id, source = %d.source, len = d.data.len(), "datagram not STUN/DTLS/RTP");
+        drop_datagram(metrics, "unparseable");
+        return;
+    };
+    let input = Input::Receive(d.received, recv);
+    if d.by_ufrag && !peer.verified.contains(&d.source) {
+        // Remember the address only once str0m has checked the message
+        // integrity, so that nobody can claim a session by its ufrag alone.
+        if !peer.rtc.accepts(&input) {
+            debug!(peer = %id, source = %d.source, "STUN request not accepted");
+            drop_datagram(metrics, "not_accepted");
+            return;
+        }
+        if lock(&ctx.routes).learn_addr(id, peer.session, d.source) {
+            debug!(peer = %id, source = %d.source, "learned peer address");
+            if peer.verified.len() >= MAX_VERIFIED_ADDRS {
+                peer.verified.remove(0);
+            }
+            peer.verified.push(d.source);
+        }
+    }
+    if !feed(ending, id, peer, input) {
+        drop_datagram(metrics, "peer_error");
+    }
+    if peer.end.is_none() {
+        mark(dirty, id, peer);
+    }
+}
+
 impl Shard {
     pub(crate) fn new(index: usize, ctx: ShardContext) -> Shard {
         Shard {
             index,
+            lab: ShardLab::new(ctx.netlab.clone()),
             ctx,
             peers: HashMap::new(),
             rooms: Rooms::default(),
@@ -243,10 +307,14 @@ impl Shard {
         debug!(shard = self.index, "shard started");
         let mut stop = false;
         while !stop {
-            let next = match (self.deadlines.next(), self.game_deadlines.next()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let next = [
+                self.deadlines.next(),
+                self.game_deadlines.next(),
+                self.lab.next_wake(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let msg = match next {
                 Some(at) => {
                     tokio::select! {
@@ -278,7 +346,10 @@ impl Shard {
                     Err(_) => break,
                 }
             }
-            self.expire(Instant::now());
+            let now = Instant::now();
+            // One atomic load when the lab did not change.
+            self.refresh_lab(now);
+            self.expire(now);
             self.process();
             self.flush().await;
         }
@@ -346,6 +417,7 @@ impl Shard {
                 }
             },
         };
+        let impaired = self.lab.path_for(s.peer, &s.room, now);
         let mut peer = Peer {
             session: s.session,
             room: s.room,
@@ -358,6 +430,7 @@ impl Shard {
             queued: false,
             verified: Vec::new(),
             end: None,
+            impaired,
         };
         if let Some(reason) = refused {
             end(&mut self.ending, s.peer, &mut peer, closed(reason));
@@ -483,7 +556,6 @@ impl Shard {
     }
 
     fn on_datagram(&mut self, d: Datagram) {
-        let metrics = &self.ctx.metrics;
         let id = d.route.peer;
         let Some(peer) = self
             .peers
@@ -491,41 +563,34 @@ impl Shard {
             .filter(|p| p.session == d.route.session && p.end.is_none())
         else {
             // The session ended between routing and now.
-            drop_datagram(metrics, "stale_route");
+            drop_datagram(&self.ctx.metrics, "stale_route");
             return;
         };
-        let Ok(recv) = Receive::new(Protocol::Udp, d.source, self.ctx.local, &d.data) else {
-            debug!(peer = %id, source = %d.source, len = d.data.len(), "datagram not STUN/DTLS/RTP");
-            drop_datagram(metrics, "unparseable");
+        if let Some(path) = peer.impaired.as_deref_mut() {
+            // Into the lab; str0m gets it when the lab releases it.
+            self.lab.push_up(id, path, d);
             return;
+        }
+        let incoming = Incoming {
+            source: d.source,
+            by_ufrag: d.route.by_ufrag,
+            received: d.received,
+            data: &d.data,
         };
-        let input = Input::Receive(d.received, recv);
-        if d.route.by_ufrag && !peer.verified.contains(&d.source) {
-            // Remember the address only once str0m has checked the message
-            // integrity, so that nobody can claim a session by its ufrag alone.
-            if !peer.rtc.accepts(&input) {
-                debug!(peer = %id, source = %d.source, "STUN request not accepted");
-                drop_datagram(metrics, "not_accepted");
-                return;
-            }
-            if lock(&self.ctx.routes).learn_addr(id, peer.session, d.source) {
-                debug!(peer = %id, source = %d.source, "learned peer address");
-                if peer.verified.len() >= MAX_VERIFIED_ADDRS {
-                    peer.verified.remove(0);
-                }
-                peer.verified.push(d.source);
-            }
-        }
-        if !feed(&mut self.ending, id, peer, input) {
-            drop_datagram(metrics, "peer_error");
-        }
-        if peer.end.is_none() {
-            mark(&mut self.dirty, id, peer);
-        }
+        receive(
+            &self.ctx,
+            &mut self.ending,
+            &mut self.dirty,
+            id,
+            peer,
+            incoming,
+        );
     }
 
-    /// Feeds a timeout to the peers whose deadline passed.
+    /// Feeds a timeout to the peers whose deadline passed, and releases
+    /// what the lab holds for peers whose path is due.
     fn expire(&mut self, now: Instant) {
+        self.expire_lab(now);
         let mut expired = std::mem::take(&mut self.expired);
         self.deadlines.expire(now, &mut expired);
         for id in expired.drain(..) {
@@ -592,7 +657,11 @@ impl Shard {
         let mut actions = std::mem::take(&mut self.actions);
         loop {
             match peer.rtc.poll_output() {
-                Ok(Output::Transmit(t)) => self.outbox.push(t),
+                Ok(Output::Transmit(t)) => match peer.impaired.as_deref_mut() {
+                    // Into the lab; sent when the lab releases it.
+                    Some(path) => self.lab.push_down(id, path, t),
+                    None => self.outbox.push(t),
+                },
                 Ok(Output::Timeout(t)) => {
                     let t = if peer.ready {
                         t
@@ -730,6 +799,16 @@ impl Shard {
             self.drop_game_if_empty(&peer.room, key);
         }
         self.deadlines.remove(id);
+        if let Some(path) = peer.impaired.take() {
+            // What the lab still holds for the client goes out now; the
+            // close below is not impaired.
+            let (outbox, local) = (&mut self.outbox, self.ctx.local);
+            self.lab.close(id, path, Instant::now(), |direction, p| {
+                if direction == rtcrelay_netlab::Direction::Down {
+                    outbox.push(p.transmit(local));
+                }
+            });
+        }
         lock(&self.ctx.routes).remove(id, Some(peer.session));
         if peer.rtc.is_alive() {
             let _ = peer.rtc.close();

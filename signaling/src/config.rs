@@ -7,6 +7,8 @@ use std::sync::Arc;
 use rtcrelay_protocol::signaling::IceServer;
 use rtcrelay_protocol::PeerId;
 
+use crate::admin::AdminConfig;
+
 /// Mints ICE servers for one client, e.g. short-lived TURN credentials of
 /// the bundled TURN server. Implementations must never log credentials.
 pub trait IceServerMinter: Send + Sync + fmt::Debug {
@@ -36,6 +38,9 @@ pub struct SignalingConfig {
     pub ice_minter: Option<Arc<dyn IceServerMinter>>,
     /// Messages queued for one slow client before it is disconnected.
     pub outbound_queue: usize,
+    /// The admin API (`/admin/netlab/...`): its token, and the network lab
+    /// it controls. The default serves no admin routes.
+    pub admin: AdminConfig,
 }
 
 impl Default for SignalingConfig {
@@ -49,6 +54,7 @@ impl Default for SignalingConfig {
             ice_servers: Vec::new(),
             ice_minter: None,
             outbound_queue: 256,
+            admin: AdminConfig::default(),
         }
     }
 }

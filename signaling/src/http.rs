@@ -1,5 +1,6 @@
 //! The router: demo page and library, the signaling WebSocket, health and
-//! metrics. State lives in one `Arc<AppState>`.
+//! metrics, and the admin API when a network lab is configured. State lives
+//! in one `Arc<AppState>`.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::rooms::{MemoryRooms, RoomRegistry};
 use crate::session::{self, Outboxes};
-use crate::{assets, SignalingConfig, SignalingMetrics};
+use crate::{admin, assets, SignalingConfig, SignalingMetrics};
 
 /// Everything a request handler needs.
 pub struct AppState {
@@ -70,7 +71,13 @@ impl AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    let admin = if state.config.admin.netlab.is_some() {
+        admin::router(Arc::clone(&state))
+    } else {
+        Router::new()
+    };
     Router::new()
+        .merge(admin)
         .route("/", get(assets::index))
         .route("/ws", get(session::upgrade))
         .route("/healthz", get(healthz))

@@ -6,8 +6,11 @@
 //! - [`session`]: one WebSocket connection, from `join` to goodbye.
 //! - [`metrics`]: signaling counters and gauges.
 //! - `assets`: the browser library and demo page, embedded at build time.
+//! - [`admin`]: the admin API (`/admin/netlab/...`): the network lab per
+//!   scope at runtime, behind a bearer token.
 //! - `http`: health, metrics and the router that ties it together.
 
+pub mod admin;
 pub mod config;
 pub mod metrics;
 pub mod rooms;
@@ -16,6 +19,7 @@ pub mod session;
 mod assets;
 mod http;
 
+pub use admin::{AdminConfig, AdminToken};
 pub use config::{IceServerMinter, SignalingConfig};
 pub use http::{router, AppState};
 pub use metrics::SignalingMetrics;

@@ -43,13 +43,21 @@ impl TestServer {
 
     /// Starts `rtcrelay serve` on free ports with `extra` arguments appended.
     pub fn start_with(extra: &[&str]) -> TestServer {
+        let args: Vec<&str> = SERVE_ON_FREE_PORTS.iter().chain(extra).copied().collect();
+        Self::start_command(&args, &[])
+    }
+
+    /// Starts `rtcrelay` with exactly `args` (which must make it print its
+    /// `demo:` and `relay:` lines, like `serve`) and `env` added to its
+    /// environment.
+    pub fn start_command(args: &[&str], env: &[(&str, &str)]) -> TestServer {
         // RTCRELAY_BIN runs another build, e.g. to compare two versions
         // with the same benchmark.
         let bin = std::env::var_os("RTCRELAY_BIN")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_rtcrelay").into());
         let mut child = Command::new(bin)
-            .args(SERVE_ON_FREE_PORTS)
-            .args(extra)
+            .args(args)
+            .envs(env.iter().copied())
             .env(
                 "RTCRELAY_LOG",
                 std::env::var("RTCRELAY_LOG").unwrap_or_else(|_| "warn".into()),
@@ -135,6 +143,82 @@ impl TestServer {
             .map(|(_, b)| b.to_owned())
             .unwrap_or_default();
         (status, body)
+    }
+
+    /// `METHOD path` with `headers` and a `body` over a fresh connection,
+    /// with `Host` naming the server's address (`127.0.0.1:PORT`) unless
+    /// `headers` has one; returns (status, body).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String) {
+        let mut s = TcpStream::connect(self.http).expect("connect http");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            head.push_str(&format!("Host: {}\r\n", self.http));
+        }
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).unwrap();
+        // A server may answer (413, 401) before reading all of a big body.
+        let _ = s.write_all(body);
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let raw = String::from_utf8_lossy(&raw);
+        let status = raw
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status code in {raw:?}"));
+        let body = raw
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// `PUT path` with a JSON body (and `Authorization: Bearer TOKEN` when
+    /// given); returns (status, parsed body).
+    pub fn put_json(
+        &self,
+        path: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(auth) = &auth {
+            headers.push(("Authorization", auth));
+        }
+        let (status, body) = self.request("PUT", path, &headers, body.as_bytes());
+        (status, json_body(&body))
+    }
+
+    /// `METHOD path` without a body (and `Authorization: Bearer TOKEN` when
+    /// given); returns (status, parsed body).
+    pub fn call_json(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| ("Authorization", a))
+            .into_iter()
+            .collect();
+        let (status, body) = self.request(method, path, &headers, b"");
+        (status, json_body(&body))
     }
 
     /// The value of one sample of `/metrics`, e.g.
@@ -286,6 +370,11 @@ impl RawWs {
         self.send_text(&join.to_string()).await;
         self.expect("welcome").await
     }
+}
+
+/// A response body as JSON (`Null` when it is not JSON).
+fn json_body(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
 }
 
 /// `HOST:PORT` of a `turn:` / `turns:` URL.

@@ -29,6 +29,9 @@
 //!   reload, and the [`server::TurnMinter`] signaling mints client
 //!   credentials with.
 //! - [`metrics`]: the `rtcrelay_turn_*` Prometheus families.
+//! - [`netlab`]: the network lab (issue 5) on each allocation's relayed
+//!   traffic: loss, delay, rate... as the shared `rtcrelay_netlab::Lab`
+//!   says for the allocation's username (`turn_user` scope, or `global`).
 //! - [`probe`]: `rtcrelay turn probe`: allocate, permission, channel bind,
 //!   echo through the relay to a local peer, refresh and close against a TURN
 //!   server from the outside, each step timed; RTT, loss and rate.
@@ -37,6 +40,7 @@ pub mod config;
 pub mod credentials;
 pub mod limit;
 pub mod metrics;
+pub mod netlab;
 pub mod policy;
 pub mod probe;
 pub mod relay_conn;

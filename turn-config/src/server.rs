@@ -20,7 +20,9 @@
 //!
 //! Relay sockets come from [`PolicedRelayGenerator`] (relay IP, port range,
 //! external IP, peer policy on every datagram), wrapped by a tracking
-//! generator whose sockets enforce `turn.max_bps_per_allocation` and tell
+//! generator whose sockets apply the network lab ([`crate::netlab`]: the
+//! setting for the allocation's username, read from the Allocate the
+//! listener is handling), enforce `turn.max_bps_per_allocation` and tell
 //! the allocation tracker when the crate drops the allocation (whatever the
 //! reason: expiry, Refresh with lifetime 0, shutdown).
 //!
@@ -65,6 +67,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use rtcrelay_netlab::{Direction, Lab};
 use stun::attributes::{
     ATTR_FINGERPRINT, ATTR_LIFETIME, ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM, ATTR_USERNAME,
 };
@@ -92,6 +95,7 @@ use crate::credentials::{
 };
 use crate::limit::{TokenBucket, UnauthenticatedLimiter, UnauthenticatedRates};
 use crate::metrics::{ActiveAllocations, AllocationRefusal, ListenerStats, Transport, TurnMetrics};
+use crate::netlab::{AllocationLab, Next, Pushed, UsernameLookup};
 use crate::policy::{OwnAddresses, PeerPolicy, PeerRules, SharedPeerPolicy};
 use crate::relay_conn::{PeerRequestGuard, PolicedRelayGenerator, RelayCounters};
 use crate::stream::{tls_acceptor_from_pem_files, StreamListener, StreamOptions, TlsSetupError};
@@ -205,6 +209,7 @@ pub struct TurnServer {
     urls: Arc<Vec<String>>,
     tracker: Arc<AllocationTracker>,
     metrics: TurnMetrics,
+    netlab: Arc<Lab>,
 }
 
 impl fmt::Debug for TurnServer {
@@ -220,10 +225,21 @@ impl fmt::Debug for TurnServer {
 impl TurnServer {
     /// Validates `config`, binds every listener (UDP, TCP, TLS) and starts
     /// serving. Warnings (settings that work but are probably not meant) are
-    /// in [`TurnServer::start_warnings`].
+    /// in [`TurnServer::start_warnings`]. No network lab: see
+    /// [`start_with_lab`](Self::start_with_lab).
     pub async fn start(
         config: &TurnConfig,
         metrics: TurnMetrics,
+    ) -> Result<TurnServer, StartError> {
+        Self::start_with_lab(config, metrics, Arc::new(Lab::default())).await
+    }
+
+    /// As [`start`](Self::start), with each allocation's relayed traffic
+    /// impaired as `netlab` says for its username (see [`crate::netlab`]).
+    pub async fn start_with_lab(
+        config: &TurnConfig,
+        metrics: TurnMetrics,
+        netlab: Arc<Lab>,
     ) -> Result<TurnServer, StartError> {
         if !config.enabled {
             return Err(StartError::Disabled);
@@ -317,6 +333,7 @@ impl TurnServer {
             limits: &limits,
             unauthenticated: &unauthenticated,
             metrics: &metrics,
+            netlab: &netlab,
         };
         let conn_configs: Vec<ConnConfig> = bound
             .into_iter()
@@ -348,6 +365,7 @@ impl TurnServer {
             urls,
             tracker,
             metrics,
+            netlab,
         })
     }
 
@@ -460,6 +478,11 @@ impl TurnServer {
     pub fn metrics(&self) -> &TurnMetrics {
         &self.metrics
     }
+
+    /// The network lab the allocations follow.
+    pub fn netlab(&self) -> &Arc<Lab> {
+        &self.netlab
+    }
 }
 
 /// What every listener's `ConnConfig` is built from.
@@ -472,6 +495,7 @@ struct ListenerParts<'a> {
     limits: &'a Arc<Limits>,
     unauthenticated: &'a Arc<Mutex<UnauthenticatedLimiter>>,
     metrics: &'a TurnMetrics,
+    netlab: &'a Arc<Lab>,
 }
 
 impl ListenerParts<'_> {
@@ -489,6 +513,7 @@ impl ListenerParts<'_> {
         let stats = Arc::new(ListenerStats::default());
         self.metrics
             .add_listener(transport, Arc::clone(&stats), Arc::clone(&counters));
+        let pending = Arc::new(Mutex::new(None));
         let listener = ListenerConn {
             inner: conn,
             local,
@@ -499,7 +524,7 @@ impl ListenerParts<'_> {
             unauthenticated: Arc::clone(self.unauthenticated),
             stats: Arc::clone(&stats),
             metrics: self.metrics.clone(),
-            last: Mutex::new(None),
+            last: Arc::clone(&pending),
         };
         let guard = PeerRequestGuard::new(
             Arc::new(listener),
@@ -521,6 +546,8 @@ impl ListenerParts<'_> {
                 tracker: Arc::clone(self.tracker),
                 limits: Arc::clone(self.limits),
                 stats,
+                pending,
+                netlab: Arc::clone(self.netlab),
             }),
         }
     }
@@ -721,6 +748,14 @@ impl AllocationTracker {
         s.by_port.insert(relay_port, allocation);
     }
 
+    /// Who holds the allocation on `relay_port`.
+    fn username_of(&self, relay_port: u16) -> Option<String> {
+        self.lock()
+            .by_port
+            .get(&relay_port)
+            .map(|a| a.username.clone())
+    }
+
     /// The relay socket on `relay_port` was dropped: its allocation is gone.
     fn release(&self, relay_port: u16) {
         let mut s = self.lock();
@@ -761,6 +796,9 @@ struct TrackingGenerator {
     tracker: Arc<AllocationTracker>,
     limits: Arc<Limits>,
     stats: Arc<ListenerStats>,
+    /// The listener's pending request (see the module docs).
+    pending: Arc<Mutex<Option<LastRequest>>>,
+    netlab: Arc<Lab>,
 }
 
 #[async_trait]
@@ -769,20 +807,35 @@ impl RelayAddressGenerator for TrackingGenerator {
         self.inner.validate()
     }
 
+    /// The crate calls this while it handles an Allocate, which is the
+    /// request this listener returned last (one read loop per listener, see
+    /// the module docs): its USERNAME is the allocation's. Should it be
+    /// missing, the lab asks the tracker later (committed when the crate
+    /// answers).
     async fn allocate_conn(
         &self,
         use_ipv4: bool,
         requested_port: u16,
     ) -> Result<(Arc<dyn Conn + Send + Sync>, SocketAddr), turn::Error> {
         let (conn, relay_addr) = self.inner.allocate_conn(use_ipv4, requested_port).await?;
+        let port = relay_addr.port();
+        let username = lock(&self.pending)
+            .as_ref()
+            .filter(|r| r.method == METHOD_ALLOCATE)
+            .and_then(|r| r.username.clone());
+        let tracker = Arc::clone(&self.tracker);
+        let lookup: UsernameLookup = Box::new(move || tracker.username_of(port));
         let tracked = TrackedRelayConn {
-            inner: conn,
-            port: relay_addr.port(),
+            path: Arc::new(RelayPath {
+                inner: conn,
+                limits: Arc::clone(&self.limits),
+                stats: Arc::clone(&self.stats),
+                to_peer: Mutex::new(TokenBucket::default()),
+                from_peer: Mutex::new(TokenBucket::default()),
+                lab: AllocationLab::new(Arc::clone(&self.netlab), username, Some(lookup)),
+            }),
+            port,
             tracker: Arc::clone(&self.tracker),
-            limits: Arc::clone(&self.limits),
-            stats: Arc::clone(&self.stats),
-            to_peer: Mutex::new(TokenBucket::default()),
-            from_peer: Mutex::new(TokenBucket::default()),
         };
         Ok((Arc::new(tracked), relay_addr))
     }
@@ -800,19 +853,17 @@ fn admit_bytes(bucket: &mut TokenBucket, len: usize, bps: u64, now: Instant) -> 
     bucket.admit(len as f64, rate, burst, now)
 }
 
-/// An allocation's relay socket: bandwidth cap, and tells the tracker when
-/// the crate drops it (the allocation is gone then).
-struct TrackedRelayConn {
+/// An allocation's relay socket and what its lab driver shares with it.
+struct RelayPath {
     inner: Arc<dyn Conn + Send + Sync>,
-    port: u16,
-    tracker: Arc<AllocationTracker>,
     limits: Arc<Limits>,
     stats: Arc<ListenerStats>,
     to_peer: Mutex<TokenBucket>,
     from_peer: Mutex<TokenBucket>,
+    lab: AllocationLab,
 }
 
-impl TrackedRelayConn {
+impl RelayPath {
     fn admit(&self, bucket: &Mutex<TokenBucket>, len: usize) -> bool {
         let bps = self.limits.max_bps.load(Ordering::Relaxed);
         if bps == 0 {
@@ -824,10 +875,56 @@ impl TrackedRelayConn {
         }
         ok
     }
+
+    /// Sends to a peer within the bandwidth cap; a datagram over it is
+    /// dropped, counted and reported sent.
+    async fn send_capped(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+        if !self.admit(&self.to_peer, buf.len()) {
+            return Ok(buf.len());
+        }
+        self.inner.send_to(buf, target).await
+    }
+
+    /// Sends the up datagrams the lab has due now, in release order.
+    async fn release_up(&self) {
+        let _order = self.lab.sending().await;
+        while let Next::Due(datagram) = self.lab.next(Direction::Up, Instant::now()) {
+            // As for the crate's own sends: a failed datagram is lost.
+            let _ = self.send_capped(&datagram.data, datagram.peer).await;
+        }
+    }
+}
+
+/// The lab's driver for one impaired allocation: sends up datagrams when
+/// they are due and reports the counters; ends when nothing applies and
+/// nothing is held, or when the allocation ends.
+async fn drive_lab(path: Arc<RelayPath>) {
+    while !path.lab.is_closed() {
+        path.release_up().await;
+        let Some(until) = path.lab.driver_sleep(Instant::now()) else {
+            break;
+        };
+        path.lab.sleep(until).await;
+    }
+}
+
+/// An allocation's relay socket: the network lab, the bandwidth cap, and
+/// tells the tracker when the crate drops it (the allocation is gone then).
+struct TrackedRelayConn {
+    path: Arc<RelayPath>,
+    port: u16,
+    tracker: Arc<AllocationTracker>,
+}
+
+impl TrackedRelayConn {
+    fn start_driver(&self) {
+        tokio::spawn(drive_lab(Arc::clone(&self.path)));
+    }
 }
 
 impl Drop for TrackedRelayConn {
     fn drop(&mut self) {
+        self.path.lab.finish();
         self.tracker.release(self.port);
     }
 }
@@ -835,43 +932,102 @@ impl Drop for TrackedRelayConn {
 #[async_trait]
 impl Conn for TrackedRelayConn {
     async fn connect(&self, addr: SocketAddr) -> webrtc_util::Result<()> {
-        self.inner.connect(addr).await
+        self.path.inner.connect(addr).await
     }
 
     async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
         self.recv_from(buf).await.map(|(n, _)| n)
     }
 
+    /// The next datagram from a peer, within the bandwidth cap, as the lab
+    /// lets it through. The crate calls this from one loop per allocation,
+    /// so this is the only reader: it releases held datagrams itself,
+    /// waiting for the next datagram or the next release, whichever comes
+    /// first. (Cancel-safe: a received datagram is returned or held before
+    /// the next await.)
     async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        let path = &self.path;
         loop {
-            let (n, src) = self.inner.recv_from(buf).await?;
-            if self.admit(&self.from_peer, n) {
+            let release = if path.lab.may_hold() {
+                match path.lab.next(Direction::Down, Instant::now()) {
+                    Next::Due(datagram) => {
+                        let n = datagram.data.len().min(buf.len());
+                        buf[..n].copy_from_slice(&datagram.data[..n]);
+                        return Ok((n, datagram.peer));
+                    }
+                    Next::Wait(at) => at,
+                }
+            } else {
+                None
+            };
+            let (n, src) = match release {
+                None => path.inner.recv_from(buf).await?,
+                Some(at) => tokio::select! {
+                    got = path.inner.recv_from(buf) => got?,
+                    () = tokio::time::sleep_until(at.into()) => continue,
+                },
+            };
+            if !path.admit(&path.from_peer, n) {
+                continue;
+            }
+            if path.lab.is_clean() {
                 return Ok((n, src));
+            }
+            match path
+                .lab
+                .push(Direction::Down, Instant::now(), &buf[..n], src)
+            {
+                Pushed::Bypass => return Ok((n, src)),
+                Pushed::Taken { start_driver, .. } => {
+                    if start_driver {
+                        self.start_driver();
+                    }
+                }
             }
         }
     }
 
     async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {
-        self.inner.send(buf).await
+        self.path.inner.send(buf).await
     }
 
+    /// To a peer, as the lab lets it through (held datagrams are reported
+    /// sent), within the bandwidth cap.
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
-        if !self.admit(&self.to_peer, buf.len()) {
-            return Ok(buf.len());
+        let path = &self.path;
+        if path.lab.is_clean() {
+            return path.send_capped(buf, target).await;
         }
-        self.inner.send_to(buf, target).await
+        match path.lab.push(Direction::Up, Instant::now(), buf, target) {
+            Pushed::Bypass => path.send_capped(buf, target).await,
+            Pushed::Taken {
+                start_driver,
+                wake_driver,
+            } => {
+                if start_driver {
+                    self.start_driver();
+                } else if wake_driver {
+                    path.lab.wake();
+                }
+                path.release_up().await;
+                Ok(buf.len())
+            }
+        }
     }
 
     fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
-        self.inner.local_addr()
+        self.path.inner.local_addr()
     }
 
     fn remote_addr(&self) -> Option<SocketAddr> {
-        self.inner.remote_addr()
+        self.path.inner.remote_addr()
     }
 
+    /// The crate closes the relay socket when the allocation closes: held
+    /// datagrams go with it.
     async fn close(&self) -> webrtc_util::Result<()> {
-        self.inner.close().await
+        self.path.lab.finish();
+        self.path.inner.close().await
     }
 
     fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
@@ -908,7 +1064,9 @@ struct ListenerConn {
     unauthenticated: Arc<Mutex<UnauthenticatedLimiter>>,
     stats: Arc<ListenerStats>,
     metrics: TurnMetrics,
-    last: Mutex<Option<LastRequest>>,
+    /// Shared with the listener's relay generator, which reads the username
+    /// of the Allocate being handled.
+    last: Arc<Mutex<Option<LastRequest>>>,
 }
 
 /// What `ListenerConn` does with a datagram before the crate sees it.

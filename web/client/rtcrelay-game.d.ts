@@ -90,6 +90,32 @@ export interface PlayerNetStats {
   inputs_late: number;
   inputs_missing: number;
   snapshot_bytes_per_s: number;
+  /** What the server's network lab injected on this player's path over the
+   * last second; absent when no lab setting applies to it. */
+  injected?: InjectedNetStats;
+}
+
+/** control.rs InjectedNetStats: the lab's doing on one player's path. */
+export interface InjectedNetStats {
+  /** The lab scope whose setting applies: `global`, `room:NAME`, `peer:ID`. */
+  scope: string;
+  /** Client → server. */
+  up: InjectedDirection;
+  /** Server → client. */
+  down: InjectedDirection;
+}
+
+/** One direction of InjectedNetStats, in UDP datagrams. */
+export interface InjectedDirection {
+  datagrams: number;
+  dropped: number;
+  /** dropped / datagrams, 0..1. */
+  loss: number;
+  duplicated: number;
+  reordered: number;
+  corrupted: number;
+  /** Mean delay added per delivered copy, ms. */
+  delay_ms: number;
 }
 
 /** detail of "stats": the server's stats message as sent. */

@@ -10,13 +10,15 @@
 //     the estimated server tick minus the adaptive interpolation delay),
 //     their obstacles at the interpolated scroll.
 //
-// Query parameters: name, room, autojoin=1, autoplay=1.
+// Query parameters: name, room, autojoin=1, autoplay=1, admin_token (the
+// network lab panel's, see netlab.js).
 // Test hook: window.dizolaur (see `hook` below).
 import { GameSession } from '/client/rtcrelay-game.js';
 import * as F from './fields.js';
 import { predictPlayer, raceClock, scrollAt, scrollAtRunTick } from './physics.js';
 import { drawFrame } from './render.js';
 import { autopilotInput } from './autopilot.js';
+import { initNetlab } from './netlab.js';
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -83,6 +85,8 @@ const hook = {
   start,
   /** Turns the autopilot on or off. */
   setAutoplay,
+  /** The network lab panel: {state, refresh(), apply(setting?), clear()} (netlab.js). */
+  netlab: null,
 };
 window.dizolaur = hook;
 
@@ -408,7 +412,7 @@ const DUCK_KEYS = new Set(['ArrowDown', 's', 'S']);
 
 function typing(event) {
   const t = event.target;
-  return t instanceof HTMLInputElement && t.type !== 'checkbox';
+  return (t instanceof HTMLInputElement && t.type !== 'checkbox') || t instanceof HTMLSelectElement;
 }
 
 window.addEventListener('keydown', (event) => {
@@ -646,6 +650,8 @@ els.startForm.addEventListener('submit', (event) => {
   }
 });
 els.netstatsToggle.addEventListener('click', () => toggleNetstats());
+
+hook.netlab = initNetlab({ session: () => hook.session, onApplied: () => hook.session && toggleNetstats(true) });
 
 renderSeats();
 requestAnimationFrame(frame);

@@ -95,6 +95,46 @@ pub struct PlayerNetStats {
     pub inputs_missing: u64,
     /// Snapshot bytes sent to this player per second.
     pub snapshot_bytes_per_s: f64,
+    /// What the server's network lab injected on this player's path, while
+    /// a lab setting applies to it (absent otherwise): tells injected loss
+    /// and delay apart from the real network's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injected: Option<InjectedNetStats>,
+}
+
+/// The network lab's doing on one player's path over the last report
+/// interval (about a second), per direction. Counted in UDP datagrams
+/// (DTLS records carrying SCTP, STUN), not in messages.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct InjectedNetStats {
+    /// The lab scope whose setting applies: `global`, `room:NAME` or
+    /// `peer:ID`.
+    pub scope: String,
+    /// Client → server.
+    pub up: InjectedDirection,
+    /// Server → client.
+    pub down: InjectedDirection,
+}
+
+/// One direction of [`InjectedNetStats`].
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InjectedDirection {
+    /// Datagrams that entered the lab.
+    pub datagrams: u64,
+    /// Datagrams the lab dropped (random loss, blackout or a full queue).
+    pub dropped: u64,
+    /// `dropped / datagrams` (0 when no datagrams).
+    pub loss: f64,
+    /// Extra copies the lab delivered.
+    pub duplicated: u64,
+    /// Copies that overtook earlier ones by the reorder rule.
+    pub reordered: u64,
+    /// Datagrams with a bit flipped.
+    pub corrupted: u64,
+    /// Mean delay the lab added per delivered copy (queueing plus delay),
+    /// in milliseconds.
+    pub delay_ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,6 +297,7 @@ mod tests {
                 inputs_late: 1,
                 inputs_missing: 2,
                 snapshot_bytes_per_s: 1500.0,
+                injected: None,
             }],
         };
         assert_eq!(
@@ -265,6 +306,57 @@ mod tests {
                    "jitter_ms":3.5,"loss":0.0,"inputs_late":1,"inputs_missing":2,
                    "snapshot_bytes_per_s":1500.0}]})
         );
+        // With a lab setting in force, `injected` appears; older messages
+        // (without it) still decode.
+        let injected = ServerControl::Stats {
+            tick: 60,
+            players: vec![PlayerNetStats {
+                peer: PeerId(7),
+                rtt_ms: 140.0,
+                jitter_ms: 3.5,
+                loss: 0.1,
+                inputs_late: 1,
+                inputs_missing: 2,
+                snapshot_bytes_per_s: 1500.0,
+                injected: Some(InjectedNetStats {
+                    scope: "global".into(),
+                    up: InjectedDirection {
+                        datagrams: 60,
+                        dropped: 6,
+                        loss: 0.1,
+                        delay_ms: 50.0,
+                        ..InjectedDirection::default()
+                    },
+                    down: InjectedDirection {
+                        datagrams: 40,
+                        duplicated: 1,
+                        reordered: 2,
+                        corrupted: 3,
+                        ..InjectedDirection::default()
+                    },
+                }),
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(&injected).unwrap()["players"][0]["injected"],
+            json!({"scope":"global",
+                   "up":{"datagrams":60,"dropped":6,"loss":0.1,"duplicated":0,
+                         "reordered":0,"corrupted":0,"delay_ms":50.0},
+                   "down":{"datagrams":40,"dropped":0,"loss":0.0,"duplicated":1,
+                           "reordered":2,"corrupted":3,"delay_ms":0.0}})
+        );
+        let text = serde_json::to_string(&injected).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ServerControl>(&text).unwrap(),
+            injected
+        );
+        let old = r#"{"type":"stats","tick":1,"players":[{"peer":7,"rtt_ms":1.0,
+            "jitter_ms":0.0,"loss":0.0,"inputs_late":0,"inputs_missing":0,
+            "snapshot_bytes_per_s":0.0}]}"#;
+        let ServerControl::Stats { players, .. } = serde_json::from_str(old).unwrap() else {
+            panic!("stats");
+        };
+        assert_eq!(players[0].injected, None);
         let error = ServerControl::Error {
             code: "command_refused".into(),
             message: "the match is running".into(),

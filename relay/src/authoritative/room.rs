@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use rtcrelay_protocol::game::control::{
-    decode_client_control, ClientControl, Hello, PlayerNetStats, ServerControl,
+    decode_client_control, ClientControl, Hello, InjectedNetStats, PlayerNetStats, ServerControl,
 };
 use rtcrelay_protocol::game::snapshot::SNAPSHOT_HEADER_LEN;
 use rtcrelay_protocol::game::{FrameSpec, SnapshotEncoder, WorldState};
@@ -111,6 +111,8 @@ struct Player {
     inputs_late: u64,
     /// Ticks simulated without its input.
     inputs_missing: u64,
+    /// What the network lab injected on its path, as the shard last said.
+    injected: Option<InjectedNetStats>,
 }
 
 /// Counter handles, resolved once (a family lookup takes a lock).
@@ -249,6 +251,7 @@ impl AuthoritativeRoom {
                 logged_input: InputBytes::new(&vec![0; usize::from(self.input_size)]),
                 inputs_late: 0,
                 inputs_missing: 0,
+                injected: None,
             },
         );
         Ok(())
@@ -453,6 +456,16 @@ impl AuthoritativeRoom {
         self.players.get(&peer).map(|p| net_stats(peer, p))
     }
 
+    /// What the network lab injected on `peer`'s path (None: no lab
+    /// setting applies to it); reported in its `stats` from then on. The
+    /// shard calls it about once a second per impaired peer. Not part of
+    /// the match: nothing is logged.
+    pub fn set_injected(&mut self, peer: PeerId, injected: Option<InjectedNetStats>) {
+        if let Some(player) = self.players.get_mut(&peer) {
+            player.injected = injected;
+        }
+    }
+
     fn next_tick(&self) -> u32 {
         self.clock.last_tick().saturating_add(1)
     }
@@ -599,6 +612,7 @@ fn net_stats(peer: PeerId, player: &Player) -> PlayerNetStats {
         inputs_late: player.inputs_late,
         inputs_missing: player.inputs_missing,
         snapshot_bytes_per_s: player.net.bytes_per_s(),
+        injected: player.injected.clone(),
     }
 }
 
@@ -1040,6 +1054,49 @@ mod tests {
         // A got 30 snapshots a second.
         assert!(players[0]["snapshot_bytes_per_s"].as_f64().expect("f64") > 0.0);
         assert_eq!(players[1]["snapshot_bytes_per_s"], 0.0);
+        // No lab setting: no `injected`.
+        assert!(players.iter().all(|p| p.get("injected").is_none()));
+    }
+
+    #[test]
+    fn stats_carry_what_the_lab_injected_until_it_is_cleared() {
+        use rtcrelay_protocol::game::control::InjectedDirection;
+        let t0 = Instant::now();
+        let (mut room, _) = room(t0);
+        room.join(A, "a", t0).expect("join");
+        room.join(B, "b", t0).expect("join");
+        room.ready(A, t0);
+        let injected = InjectedNetStats {
+            scope: "peer:2".into(),
+            up: InjectedDirection {
+                datagrams: 50,
+                dropped: 5,
+                loss: 0.1,
+                delay_ms: 20.0,
+                ..InjectedDirection::default()
+            },
+            down: InjectedDirection::default(),
+        };
+        room.set_injected(B, Some(injected.clone()));
+        room.set_injected(PeerId(99), Some(injected)); // not a player: ignored
+        let out = run_until(&mut room, t0 + ms(1500));
+        let stats = of_type(&controls(&out, A), "stats");
+        let players = stats[0]["players"].as_array().expect("players");
+        assert!(players[0].get("injected").is_none());
+        assert_eq!(players[1]["injected"]["scope"], "peer:2");
+        assert_eq!(players[1]["injected"]["up"]["dropped"], 5);
+        assert_eq!(players[1]["injected"]["up"]["loss"], 0.1);
+        assert_eq!(
+            room.player_net_stats(B)
+                .and_then(|s| s.injected)
+                .map(|i| i.up.datagrams),
+            Some(50)
+        );
+        room.set_injected(B, None);
+        let out = run_until(&mut room, t0 + ms(2500));
+        let stats = of_type(&controls(&out, A), "stats");
+        let players = stats[0]["players"].as_array().expect("players");
+        assert!(players[1].get("injected").is_none());
     }
 
     #[test]

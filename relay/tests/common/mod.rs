@@ -36,6 +36,8 @@ pub struct Client {
     pub events: mpsc::UnboundedReceiver<SessionEvent>,
     pub session_events: Vec<SessionEvent>,
     pub closed: bool,
+    /// UDP datagrams read from its socket.
+    pub datagrams_in: u64,
 }
 
 pub fn realtime_config() -> ChannelConfig {
@@ -54,6 +56,37 @@ pub fn control_config() -> ChannelConfig {
     }
 }
 
+/// A client's UDP socket on 127.0.0.1, non-blocking, with a receive buffer
+/// large enough (as far as `net.core.rmem_max` allows) that a test task
+/// descheduled for a while on a busy machine does not lose datagrams in the
+/// kernel.
+pub fn client_socket() -> UdpSocket {
+    use socket2::{Domain, Protocol as IpProtocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(IpProtocol::UDP)).unwrap();
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.set_nonblocking(true).unwrap();
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&addr.into()).unwrap();
+    socket.into()
+}
+
+/// Datagrams the kernel dropped on a full receive buffer of the UDP socket
+/// bound to `local` (Linux's /proc/net/udp; 0 where it cannot be read).
+pub fn kernel_drops(local: SocketAddr) -> u64 {
+    let Ok(table) = std::fs::read_to_string("/proc/net/udp") else {
+        return 0;
+    };
+    let port = format!(":{:04X}", local.port());
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.get(1)?.ends_with(&port)).then(|| cols.last()?.parse::<u64>().ok())?
+        })
+        .sum()
+}
+
 /// A client's offer, before it is sent to the relay.
 pub fn new_client(
     name: &'static str,
@@ -65,8 +98,7 @@ pub fn new_client(
     SdpPendingOffer,
     mpsc::UnboundedSender<SessionEvent>,
 ) {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_nonblocking(true).unwrap();
+    let socket = client_socket();
     let local = socket.local_addr().unwrap();
     let mut rtc = RtcConfig::new().build(Instant::now());
     rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
@@ -87,6 +119,7 @@ pub fn new_client(
         events: rx,
         session_events: Vec::new(),
         closed: false,
+        datagrams_in: 0,
     };
     (client, offer.to_sdp_string(), pending, tx)
 }
@@ -141,11 +174,24 @@ impl Client {
     pub fn step(&mut self) {
         let mut buf = [0u8; 4096];
         while let Ok((n, source)) = self.socket.recv_from(&mut buf) {
+            self.datagrams_in += 1;
             if let Ok(r) = Receive::new(Protocol::Udp, source, self.local, &buf[..n]) {
                 let _ = self.rtc.handle_input(Input::Receive(Instant::now(), r));
+                // str0m's DTLS queues at most 30 unprocessed datagrams and
+                // a poll does not empty the queue at once: drain after
+                // every datagram, or a burst loses some.
+                self.drain();
             }
         }
         let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+        self.drain();
+        while let Ok(e) = self.events.try_recv() {
+            self.session_events.push(e);
+        }
+    }
+
+    /// Sends what the `Rtc` wants sent and takes in its events.
+    fn drain(&mut self) {
         while self.rtc.is_alive() {
             match self.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
@@ -173,9 +219,6 @@ impl Client {
         }
         if !self.rtc.is_alive() {
             self.closed = true;
-        }
-        while let Ok(e) = self.events.try_recv() {
-            self.session_events.push(e);
         }
     }
 
