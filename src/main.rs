@@ -2,7 +2,6 @@
 //! bundled TURN server. `rtcrelay serve` runs everything with embedded
 //! defaults; `rtcrelay turn` runs the TURN server alone.
 
-mod config;
 mod impair;
 mod turn_probe;
 
@@ -23,7 +22,7 @@ use rtcrelay_signaling::{AppState, IceServerMinter};
 use rtcrelay_turn::{TurnMetrics, TurnMinter, TurnServer};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, LogFormat};
+use rtcrelay::config::{self, Config, LogFormat};
 
 /// How long in-flight HTTP requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -231,6 +231,7 @@ async fn connect_inner(
         kind: config.kind,
         name: config.name.clone(),
         capacity: config.capacity,
+        token: config.token.clone(),
     })?;
 
     let (peer_id, kind, capacity, roster, ice_servers) = loop {

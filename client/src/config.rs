@@ -19,6 +19,8 @@ pub struct ClientConfig {
     /// Capacity asked for when this client creates the room (ignored when
     /// the room exists); `None` takes the server default.
     pub capacity: Option<usize>,
+    /// Join token, when the server requires one (`[auth]`).
+    pub token: Option<String>,
     /// Local address the WebRTC UDP socket binds to (port chosen by the OS).
     /// Must be a concrete address: the webrtc crate expands `0.0.0.0` to every
     /// interface *except* loopback, so a server on 127.0.0.1 would be
@@ -42,6 +44,7 @@ impl ClientConfig {
             kind: RoomKind::Relay,
             name: name.into(),
             capacity: None,
+            token: None,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             connect_timeout: Duration::from_secs(10),
         }

@@ -27,3 +27,6 @@ pub const DEFAULT_ROOM_CAPACITY: usize = 4;
 
 /// Largest capacity any room may have: a hard bound on fan-out per message.
 pub const MAX_ROOM_CAPACITY: usize = 64;
+
+/// Largest join token (a JWT with a few claims is a few hundred bytes).
+pub const MAX_JOIN_TOKEN_BYTES: usize = 2048;

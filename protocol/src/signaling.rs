@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use crate::ids::{validate_display_name, PeerId, RoomId};
-use crate::limits::{MAX_CANDIDATE_BYTES, MAX_ROOM_CAPACITY, MAX_SDP_BYTES};
+use crate::limits::{MAX_CANDIDATE_BYTES, MAX_JOIN_TOKEN_BYTES, MAX_ROOM_CAPACITY, MAX_SDP_BYTES};
 
 /// What a room does with its members' messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -51,6 +51,11 @@ pub enum ClientMessage {
         /// maximum); ignored when the room exists. Absent: server default.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         capacity: Option<usize>,
+        /// Join token (see docs/protocol.md, "Authentication"), when the
+        /// server requires one. Browsers cannot set WebSocket headers, so it
+        /// travels here or in the `/ws?token=` query string.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// SDP offer for a session with the server peer.
     Offer { sdp: String },
@@ -133,6 +138,12 @@ pub enum ServerMessage {
     Signal {
         from: PeerId,
         data: SignalData,
+    },
+    /// The server is shutting down: it takes no new joins, running matches
+    /// may finish, and the server closes every connection within
+    /// `deadline_ms` milliseconds. Clients should reconnect elsewhere after.
+    Draining {
+        deadline_ms: u64,
     },
 }
 
@@ -255,9 +266,21 @@ pub enum ErrorCode {
     /// A message your room's kind does not take: `signal` outside a p2p
     /// room, `offer` or `candidate` (for the server peer) in a p2p room.
     WrongRoomKind,
-    /// Too many `signal` bytes to one member in too short a time; the
-    /// message was dropped.
+    /// Too many messages (or `signal` bytes to one member) in too short a
+    /// time; the message was dropped.
     RateLimited,
+    /// The server requires a join token and none was given.
+    AuthRequired,
+    /// The join token is malformed or its signature does not verify.
+    TokenInvalid,
+    /// The join token has expired.
+    TokenExpired,
+    /// The join token is for another room.
+    TokenWrongRoom,
+    /// The server is draining (shutting down): no new joins.
+    Draining,
+    /// The server has reached its limit of connections or WebRTC peers.
+    ServerFull,
 }
 
 impl ErrorCode {
@@ -285,6 +308,12 @@ impl ErrorCode {
         ErrorCode::PeerNotFound,
         ErrorCode::WrongRoomKind,
         ErrorCode::RateLimited,
+        ErrorCode::AuthRequired,
+        ErrorCode::TokenInvalid,
+        ErrorCode::TokenExpired,
+        ErrorCode::TokenWrongRoom,
+        ErrorCode::Draining,
+        ErrorCode::ServerFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -311,6 +340,12 @@ impl ErrorCode {
             ErrorCode::PeerNotFound => "peer_not_found",
             ErrorCode::WrongRoomKind => "wrong_room_kind",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::AuthRequired => "auth_required",
+            ErrorCode::TokenInvalid => "token_invalid",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenWrongRoom => "token_wrong_room",
+            ErrorCode::Draining => "draining",
+            ErrorCode::ServerFull => "server_full",
         }
     }
 }
@@ -376,9 +411,22 @@ pub fn decode_client_message(text: &str, max_bytes: usize) -> Result<ClientMessa
 fn validate(msg: &ClientMessage) -> Result<(), DecodeError> {
     let invalid = |m: String| Err(DecodeError::new(ErrorCode::InvalidMessage, m));
     match msg {
-        ClientMessage::Join { name, capacity, .. } => {
+        ClientMessage::Join {
+            name,
+            capacity,
+            token,
+            ..
+        } => {
             if let Err(e) = validate_display_name(name) {
                 return invalid(format!("join: {e}"));
+            }
+            if token
+                .as_ref()
+                .is_some_and(|t| t.is_empty() || t.len() > MAX_JOIN_TOKEN_BYTES)
+            {
+                return invalid(format!(
+                    "join: token must be 1 to {MAX_JOIN_TOKEN_BYTES} bytes"
+                ));
             }
             if capacity.is_some_and(|c| c == 0 || c > MAX_ROOM_CAPACITY) {
                 return invalid(format!("join: capacity must be 1 to {MAX_ROOM_CAPACITY}"));
@@ -454,6 +502,7 @@ mod tests {
                 kind: RoomKind::Relay,
                 name: "ada".into(),
                 capacity: None,
+                token: None,
             }
         );
     }

@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rtcrelay_netlab::Lab;
 
@@ -30,6 +31,19 @@ pub struct RelayConfig {
     /// The network lab: impairment in force per scope (global, room,
     /// peer), applied to each peer's packets both ways. Empty by default.
     pub netlab: Arc<Lab>,
+    /// A peer from which no datagram arrived for this long is dead: its
+    /// session is closed (`Closed`, signaling marks it disconnected). Works
+    /// when packets silently stop (no DTLS close, no FIN). Default 5 s.
+    pub dead_after: Duration,
+    /// The server sends a heartbeat on `control` to a peer it sent nothing
+    /// to for this long, so that an idle client's SCTP stack answers (its
+    /// acknowledgements prove it alive). Default 1 s.
+    pub heartbeat_interval: Duration,
+    /// Most WebRTC sessions at once; more offers get `server_full`.
+    pub max_peers: usize,
+    /// Datagrams per second one peer may send (burst: one second's worth);
+    /// the rest are dropped before any processing and counted. 0 = no limit.
+    pub peer_datagram_rate: u32,
 }
 
 impl Default for RelayConfig {
@@ -43,6 +57,10 @@ impl Default for RelayConfig {
             game_name: "dizolaur".to_string(),
             record_dir: None,
             netlab: Arc::new(Lab::default()),
+            dead_after: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(1),
+            max_peers: 10_000,
+            peer_datagram_rate: 2_000,
         }
     }
 }

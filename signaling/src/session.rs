@@ -243,6 +243,7 @@ impl Session {
                 kind,
                 name,
                 capacity,
+                token: _,
             } => self.join(version, room, kind, name, capacity).await,
             ClientMessage::Offer { sdp } => self.offer(sdp).await,
             ClientMessage::Candidate { candidate, .. } => self.candidate(candidate).await,
