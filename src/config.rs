@@ -12,7 +12,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::Value;
@@ -40,6 +40,67 @@ pub struct Config {
     pub netlab: NetlabConfig,
     /// The admin API (`/admin/netlab/...`).
     pub admin: AdminConfig,
+    /// Join tokens and allowed origins.
+    pub auth: AuthConfig,
+    /// Connection and message limits of signaling.
+    pub limits: LimitsConfig,
+    /// The process as a whole: how it stops.
+    pub server: ServerConfig,
+}
+
+/// `[auth]`. `Debug` never shows the secrets.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `none` (anyone joins any room: local development only) or `token`
+    /// (every join needs a join token signed with one of `secrets`).
+    pub mode: rtcrelay_signaling::AuthMode,
+    /// HMAC-SHA256 keys of join tokens (the UTF-8 bytes of each string);
+    /// any of them verifies a token, so a key can be rotated. Prefer
+    /// `RTCRELAY_AUTH__SECRETS` or a file readable only by the server.
+    pub secrets: Vec<String>,
+    /// Origins (`https://game.example.com`) whose pages may open the
+    /// signaling WebSocket besides the server's own; `"*"` allows any.
+    pub allowed_origins: Vec<String>,
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("mode", &self.mode)
+            .field(
+                "secrets",
+                &format_args!("<{} redacted>", self.secrets.len()),
+            )
+            .field("allowed_origins", &self.allowed_origins)
+            .finish()
+    }
+}
+
+/// `[limits]`: each breach is answered and counted in
+/// `rtcrelay_signaling_limit_hits_total{limit}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Open signaling WebSockets from one IP address; more get HTTP 429.
+    pub max_connections_per_ip: usize,
+    /// Open signaling WebSockets in all; more get HTTP 503.
+    pub max_connections: usize,
+    /// Messages per second one connection may send on average; more are
+    /// dropped (the client hears `rate_limited` at most once a second).
+    pub messages_per_sec: u32,
+    /// Messages one connection may send at once.
+    pub message_burst: u32,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// After SIGTERM/SIGINT, running matches may finish for up to this
+    /// long before every connection is closed.
+    #[serde(with = "duration")]
+    pub drain_timeout: Duration,
 }
 
 /// `[netlab]`: impairment injected on the relay's (and TURN's) paths.
@@ -105,6 +166,18 @@ pub struct RelayConfig {
     /// Bytes the `realtime` channel may hold buffered before messages are
     /// dropped instead of queued.
     pub realtime_buffer_bytes: usize,
+    /// A WebRTC peer from which nothing arrived for this long is dead: its
+    /// session closes and its room hears `disconnected`.
+    #[serde(with = "duration")]
+    pub dead_after: Duration,
+    /// A heartbeat goes on `control` to a peer sent nothing for this long.
+    #[serde(with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// Most WebRTC sessions at once; more offers get `server_full`.
+    pub max_peers: usize,
+    /// Datagrams per second one peer may send (bursts of one second's
+    /// worth); the rest are dropped and counted. 0: no limit.
+    pub peer_datagram_rate: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,6 +196,13 @@ pub struct SignalingConfig {
     pub max_message_bytes: usize,
     /// Extra STUN/TURN servers handed to clients in `welcome`.
     pub ice_servers: Vec<IceServer>,
+    /// A WebSocket Ping goes to every client this often.
+    #[serde(with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// A connection from which nothing arrived (no message, no Pong) for
+    /// this long is closed and its room hears `disconnected`.
+    #[serde(with = "duration")]
+    pub dead_after: Duration,
 }
 
 /// Authoritative rooms.
@@ -175,6 +255,30 @@ impl Default for RelayConfig {
             public_addr: relay.public_addr,
             shards: relay.shards,
             realtime_buffer_bytes: relay.realtime_buffer_limit,
+            dead_after: relay.dead_after,
+            heartbeat_interval: relay.heartbeat_interval,
+            max_peers: relay.max_peers,
+            peer_datagram_rate: relay.peer_datagram_rate,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = rtcrelay_signaling::LimitsConfig::default();
+        LimitsConfig {
+            max_connections_per_ip: l.max_connections_per_ip,
+            max_connections: l.max_connections,
+            messages_per_sec: l.messages_per_sec as u32,
+            message_burst: l.message_burst as u32,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            drain_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -196,6 +300,8 @@ impl Default for SignalingConfig {
         SignalingConfig {
             max_message_bytes: s.max_message_bytes,
             ice_servers: s.ice_servers,
+            heartbeat_interval: s.heartbeat_interval,
+            dead_after: s.dead_after,
         }
     }
 }
@@ -388,10 +494,82 @@ impl Config {
                  characters without spaces (e.g. `openssl rand -hex 32`), or empty for none"
             ));
         }
+        self.validate_issue6(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError(problems))
+        }
+    }
+
+    /// `[auth]`, `[limits]`, `[server]` and the liveness keys.
+    fn validate_issue6(&self, problems: &mut Vec<String>) {
+        use rtcrelay_signaling::auth::MIN_SECRET_BYTES;
+        let auth = &self.auth;
+        if auth.mode == rtcrelay_signaling::AuthMode::Token && auth.secrets.is_empty() {
+            problems.push(
+                "key `auth.secrets`: auth.mode = \"token\" needs at least one secret \
+                 (e.g. `openssl rand -hex 32`)"
+                    .into(),
+            );
+        }
+        for (i, secret) in auth.secrets.iter().enumerate() {
+            if secret.len() < MIN_SECRET_BYTES {
+                problems.push(format!(
+                    "key `auth.secrets[{i}]`: must be at least {MIN_SECRET_BYTES} bytes \
+                     (e.g. `openssl rand -hex 32`)"
+                ));
+            }
+        }
+        for (i, origin) in auth.allowed_origins.iter().enumerate() {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                problems.push(format!(
+                    "key `auth.allowed_origins[{i}]`: {origin:?} is not an origin like \
+                     \"https://game.example.com\" or \"*\""
+                ));
+            }
+        }
+        let limits = &self.limits;
+        for (key, value) in [
+            (
+                "limits.max_connections_per_ip",
+                limits.max_connections_per_ip,
+            ),
+            ("limits.max_connections", limits.max_connections),
+            ("limits.messages_per_sec", limits.messages_per_sec as usize),
+            ("limits.message_burst", limits.message_burst as usize),
+            ("relay.max_peers", self.relay.max_peers),
+        ] {
+            if value == 0 {
+                problems.push(format!("key `{key}`: must be at least 1"));
+            }
+        }
+        for (section, interval, dead_after) in [
+            (
+                "signaling",
+                self.signaling.heartbeat_interval,
+                self.signaling.dead_after,
+            ),
+            (
+                "relay",
+                self.relay.heartbeat_interval,
+                self.relay.dead_after,
+            ),
+        ] {
+            if interval < Duration::from_millis(100) {
+                problems.push(format!(
+                    "key `{section}.heartbeat_interval`: must be at least 100ms, got {}",
+                    humantime::format_duration(interval)
+                ));
+            }
+            if dead_after <= interval {
+                problems.push(format!(
+                    "key `{section}.dead_after`: must be longer than {section}.heartbeat_interval \
+                     ({}), got {}",
+                    humantime::format_duration(interval),
+                    humantime::format_duration(dead_after)
+                ));
+            }
         }
     }
 
@@ -401,6 +579,10 @@ impl Config {
             public_addr: self.relay.public_addr,
             shards: self.relay.shards,
             realtime_buffer_limit: self.relay.realtime_buffer_bytes,
+            dead_after: self.relay.dead_after,
+            heartbeat_interval: self.relay.heartbeat_interval,
+            max_peers: self.relay.max_peers,
+            peer_datagram_rate: self.relay.peer_datagram_rate,
             game: rtcrelay_relay::GameConfig {
                 tick_rate: self.game.tick_rate,
                 snapshot_rate: self.game.snapshot_rate,
@@ -516,8 +698,64 @@ impl Config {
             max_rooms: self.rooms.max_rooms,
             ice_servers: self.signaling.ice_servers.clone(),
             game_seats: self.game_seats(),
+            auth: rtcrelay_signaling::AuthConfig {
+                mode: self.auth.mode,
+                secrets: rtcrelay_signaling::auth::Secrets::new(&self.auth.secrets),
+                allowed_origins: self.auth.allowed_origins.clone(),
+            },
+            limits: rtcrelay_signaling::LimitsConfig {
+                max_connections_per_ip: self.limits.max_connections_per_ip,
+                max_connections: self.limits.max_connections,
+                messages_per_sec: f64::from(self.limits.messages_per_sec),
+                message_burst: f64::from(self.limits.message_burst),
+            },
+            heartbeat_interval: self.signaling.heartbeat_interval,
+            dead_after: self.signaling.dead_after,
             ..Default::default()
         }
+    }
+}
+
+/// A `Duration` written the humantime way (`"5s"`, `"500ms"`, `"1h"`), or
+/// as an integer number of seconds.
+mod duration {
+    use std::fmt;
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_duration(*value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Duration;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"500ms\", \"5s\" or \"1m\"")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
+                humantime::parse_duration(v.trim()).map_err(|e| {
+                    E::custom(format!(
+                        "{v:?} is not a duration ({e}); write e.g. \"500ms\", \"5s\" or \"1m\""
+                    ))
+                })
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Duration, E> {
+                Ok(Duration::from_secs(v))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Duration, E> {
+                u64::try_from(v)
+                    .map(Duration::from_secs)
+                    .map_err(|_| E::custom(format!("a duration cannot be negative, got {v}")))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -603,8 +841,14 @@ mod tests {
     fn turn_section_layers_and_names_its_keys() {
         let c = Config::load(None, &[]).unwrap();
         assert!(c.turn.enabled);
-        assert_eq!(c.turn.listen_udp, vec!["127.0.0.1:3478".parse().unwrap()]);
-        assert_eq!(c.turn.listen_tcp, vec!["127.0.0.1:3478".parse().unwrap()]);
+        assert_eq!(
+            c.turn.listen_udp,
+            vec!["127.0.0.1:3478".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            c.turn.listen_tcp,
+            vec!["127.0.0.1:3478".parse::<SocketAddr>().unwrap()]
+        );
         let c = load_toml(
             "[turn]\nrelay_ports = \"50000-50100\"\n[turn.auth]\nusers = { alice = \"pw\" }\n\
              [turn.peers]\nallow_loopback = true\n",
@@ -706,6 +950,73 @@ mod tests {
         let e = load_toml("[netlab.profiles.x.up]\nloss = { model = \"random\", p = \"high\" }\n")
             .unwrap_err();
         assert!(e.contains("netlab.profiles.x.up.loss"), "{e}");
+    }
+
+    #[test]
+    fn auth_limits_server_and_liveness_keys() {
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(c.auth.mode, rtcrelay_signaling::AuthMode::None);
+        assert_eq!(c.limits.max_connections_per_ip, 64);
+        assert_eq!(c.limits.max_connections, 10_000);
+        assert_eq!(
+            (c.limits.messages_per_sec, c.limits.message_burst),
+            (50, 100)
+        );
+        assert_eq!(c.server.drain_timeout, Duration::from_secs(60));
+        assert_eq!(c.signaling.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(c.signaling.dead_after, Duration::from_secs(5));
+        let secret = "0123456789abcdef0123456789abcdef";
+        let c = load_toml(&format!(
+            "[auth]\nmode = \"token\"\nsecrets = [\"{secret}\"]\n\
+             allowed_origins = [\"https://game.example.com\"]\n\
+             [limits]\nmax_connections_per_ip = 3\nmessages_per_sec = 5\n\
+             [server]\ndrain_timeout = \"2m\"\n\
+             [signaling]\nheartbeat_interval = \"250ms\"\ndead_after = 2\n\
+             [relay]\ndead_after = \"3s\"\nheartbeat_interval = \"500ms\"\nmax_peers = 7\n\
+             peer_datagram_rate = 100\n"
+        ))
+        .unwrap();
+        assert!(!format!("{c:?}").contains(secret), "secrets are redacted");
+        assert_eq!(c.server.drain_timeout, Duration::from_secs(120));
+        let s = c.signaling();
+        assert_eq!(s.auth.mode, rtcrelay_signaling::AuthMode::Token);
+        assert_eq!(s.auth.secrets.len(), 1);
+        assert!(!format!("{s:?}").contains(secret), "secrets are redacted");
+        assert_eq!(s.limits.max_connections_per_ip, 3);
+        assert_eq!(s.limits.messages_per_sec, 5.0);
+        assert_eq!(s.heartbeat_interval, Duration::from_millis(250));
+        assert_eq!(s.dead_after, Duration::from_secs(2));
+        let r = c.relay();
+        assert_eq!(r.dead_after, Duration::from_secs(3));
+        assert_eq!(r.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!((r.max_peers, r.peer_datagram_rate), (7, 100));
+
+        for (toml, key) in [
+            ("[auth]\nmode = \"token\"\n", "auth.secrets"),
+            ("[auth]\nsecrets = [\"short\"]\n", "auth.secrets[0]"),
+            (
+                "[auth]\nallowed_origins = [\"game.example.com\"]\n",
+                "auth.allowed_origins[0]",
+            ),
+            ("[auth]\nmode = \"jwt\"\n", "auth.mode"),
+            ("[limits]\nmax_connections = 0\n", "limits.max_connections"),
+            (
+                "[server]\ndrain_timeout = \"soon\"\n",
+                "server.drain_timeout",
+            ),
+            ("[signaling]\ndead_after = \"1s\"\n", "signaling.dead_after"),
+            (
+                "[relay]\nheartbeat_interval = \"1ms\"\n",
+                "relay.heartbeat_interval",
+            ),
+            ("[relay]\nmax_peers = 0\n", "relay.max_peers"),
+        ] {
+            let e = load_toml(toml).unwrap_err();
+            assert!(
+                e.contains(&format!("config error: key `{key}`")),
+                "{toml}: {e}"
+            );
+        }
     }
 
     #[test]

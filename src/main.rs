@@ -55,6 +55,33 @@ enum Command {
     /// to --forward and back through the network lab's model (loss, delay,
     /// jitter, reorder, rate, ...); prints a summary on SIGINT/SIGTERM.
     Impair(impair::ImpairArgs),
+    /// Headless Dizolaur players for load and soak tests: join
+    /// authoritative rooms, play, churn, optionally under the network lab;
+    /// report setup time, RTT, snapshot rate, loss and errors.
+    Bot(rtcrelay::bot::BotArgs),
+    /// Print a join token (JWT HS256) for one player and one room, for
+    /// testing a server with auth.mode = "token".
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// One of the server's auth.secrets. Prefer the environment variable,
+    /// which stays out of shell history and `ps`.
+    #[arg(long, env = "RTCRELAY_AUTH_SECRET", hide_env_values = true)]
+    secret: String,
+    /// The room the token admits to.
+    #[arg(long)]
+    room: String,
+    /// Your player id (the token's `sub`).
+    #[arg(long)]
+    player: String,
+    /// How long the token is valid, e.g. 10m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// Display name the server uses instead of the join's `name`.
+    #[arg(long)]
+    name: Option<String>,
 }
 
 #[derive(Args)]
@@ -272,6 +299,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Replay(args) => replay(&args),
         Command::Impair(args) => impair::main(&args),
+        Command::Bot(args) => rtcrelay::bot::run(&args),
+        Command::Token(args) => token(&args),
         Command::Serve(args) => {
             let source = ConfigSource {
                 file: args.config.clone(),
@@ -346,6 +375,52 @@ fn run(config: &Config, main: impl std::future::Future<Output = anyhow::Result<(
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rtcrelay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `rtcrelay token`: prints a join token. Exit code 2 for bad arguments.
+fn token(args: &TokenArgs) -> ExitCode {
+    use rtcrelay_signaling::auth::{mint, JoinClaims, MAX_PLAYER_ID_BYTES, MIN_SECRET_BYTES};
+
+    let problem = if args.secret.len() < MIN_SECRET_BYTES {
+        Some(format!(
+            "--secret: must be at least {MIN_SECRET_BYTES} bytes, like the server's auth.secrets"
+        ))
+    } else if rtcrelay_protocol::RoomId::try_from(args.room.as_str()).is_err() {
+        Some(format!("--room: {:?} is not a valid room id", args.room))
+    } else if args.player.is_empty() || args.player.len() > MAX_PLAYER_ID_BYTES {
+        Some(format!(
+            "--player: must be 1 to {MAX_PLAYER_ID_BYTES} bytes"
+        ))
+    } else {
+        args.name.as_deref().and_then(|name| {
+            rtcrelay_protocol::ids::validate_display_name(name)
+                .err()
+                .map(|e| format!("--name: {e}"))
+        })
+    };
+    if let Some(problem) = problem {
+        eprintln!("rtcrelay token: {problem}");
+        return ExitCode::from(2);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let claims = JoinClaims {
+        room: args.room.clone(),
+        sub: args.player.clone(),
+        exp: now.saturating_add(args.ttl.as_secs()),
+        name: args.name.clone(),
+    };
+    match mint(args.secret.as_bytes(), &claims) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rtcrelay token: {e}");
             ExitCode::FAILURE
         }
     }
@@ -586,6 +661,17 @@ async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         None
     };
     let mut signaling = config.signaling();
+    match config.auth.mode {
+        rtcrelay_signaling::AuthMode::None => tracing::warn!(
+            "auth.mode = \"none\": ANYONE WHO CAN REACH THIS SERVER CAN JOIN ANY ROOM. \
+             This is for local development only; set auth.mode = \"token\" and \
+             auth.secrets for anything else"
+        ),
+        rtcrelay_signaling::AuthMode::Token => tracing::info!(
+            secrets = config.auth.secrets.len(),
+            "joins need a join token"
+        ),
+    }
     signaling.admin = config.admin(Arc::clone(&netlab));
     if let Some(turn) = &turn {
         signaling.ice_minter = Some(Arc::new(TurnIce(turn.minter())));
@@ -618,14 +704,24 @@ async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         }
     }
 
-    let server = axum::serve(listener, rtcrelay_signaling::router(state.clone()))
-        .with_graceful_shutdown(shutdown_signal());
+    // The peer address feeds the per-IP connection limit.
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        rtcrelay_signaling::router(state.clone())
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = http_stopped.await;
+    });
     let mut server = tokio::spawn(std::future::IntoFuture::into_future(server));
     tokio::select! {
         result = &mut server => result??,
         _ = shutdown_signal() => {
-            tracing::info!("shutting down");
+            drain(&state, &relay, config.server.drain_timeout).await;
+            tracing::info!("closing every connection");
             state.shutdown();
+            let _ = stop_http.send(());
             if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
                 tracing::warn!("HTTP connections still open after {SHUTDOWN_GRACE:?}; closing them");
                 server.abort();
@@ -638,6 +734,59 @@ async fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     relay.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often draining looks whether the last match ended.
+const DRAIN_POLL: Duration = Duration::from_millis(200);
+/// After the last match ended, before closing.
+const DRAIN_FLUSH: Duration = Duration::from_secs(1);
+
+/// The first SIGTERM/SIGINT: stop taking joins, tell everyone, let running
+/// matches finish within `timeout`. A second signal exits at once (status
+/// 1), abandoning the matches.
+async fn drain(state: &AppState, relay: &Relay, timeout: Duration) {
+    let matches = relay.active_matches();
+    tracing::info!(
+        matches,
+        "draining: no new joins; running matches may finish within {}",
+        humantime::format_duration(timeout)
+    );
+    state.start_draining(timeout);
+    let mut had_matches = matches > 0;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let wait_for_matches = async {
+        loop {
+            let matches = relay.active_matches();
+            had_matches |= matches > 0;
+            if matches == 0 {
+                tracing::info!("draining: no match running");
+                if had_matches {
+                    // The last match's final events (`match_end`) are
+                    // resent until acknowledged: give them a moment.
+                    tokio::time::sleep_until(
+                        deadline.min(tokio::time::Instant::now() + DRAIN_FLUSH),
+                    )
+                    .await;
+                }
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    matches,
+                    "draining: drain timeout reached with matches still running; closing them"
+                );
+                return;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    };
+    tokio::select! {
+        _ = wait_for_matches => {}
+        _ = shutdown_signal() => {
+            tracing::warn!("second signal during draining: exiting now");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// `rtcrelay turn`: the TURN server alone, optionally with `/metrics`.

@@ -316,7 +316,9 @@ async fn assert_rejected(result: Result<Client, ClientError>, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_with_wrong_parameters_or_labels_are_rejected() {
     let server = TestServer::start();
-    let config = |name: &str| ClientConfig::new(&server.ws_url, "refused", name);
+    // One room per case: a refused client's `peer_left` must not reach the
+    // next case's client before its own `channel_rejected`.
+    let config = |name: &str| ClientConfig::new(&server.ws_url, format!("refused-{name}"), name);
 
     // `realtime` opened reliable, as a naive client would.
     let options = ConnectOptions {

@@ -66,6 +66,10 @@ async fn main() {
             ClientEvent::InvalidFrame { channel, error } => {
                 println!("invalid_frame {} {error}", channel.label())
             }
+            ClientEvent::Disconnected { silent_for } => {
+                println!("disconnected: nothing from the server for {silent_for:?}");
+                break;
+            }
             ClientEvent::Closed => break,
         }
     }

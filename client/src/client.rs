@@ -19,6 +19,7 @@ use webrtc::peer_connection::{
 use crate::config::{ClientConfig, ConnectOptions};
 use crate::error::ClientError;
 use crate::event::{Channel, ClientEvent};
+use crate::liveness::{silent_for, Heard};
 use crate::peer::{self, LocalCandidate};
 use crate::signaling::{Incoming, Signaling, SignalingSender};
 
@@ -254,7 +255,16 @@ async fn connect_inner(
 
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
     let mut tasks = Tasks::default();
-    let peer = peer::create(&config, &options, &ice_servers, kind, events_tx.clone()).await?;
+    let heard = Arc::new(Heard::new(std::time::Instant::now()));
+    let peer = peer::create(
+        &config,
+        &options,
+        &ice_servers,
+        kind,
+        events_tx.clone(),
+        heard.clone(),
+    )
+    .await?;
     tasks.0.extend(peer.tasks);
     let pc = peer.pc;
     let (mut open, mut state) = (peer.open, peer.state);
@@ -347,6 +357,14 @@ async fn connect_inner(
     let ready = ready.unwrap_or((ChannelParams::REALTIME, ChannelParams::CONTROL));
     debug!(%peer_id, "connected");
 
+    if let Some(dead_after) = config.dead_after {
+        // The server may have said nothing during the handshake: its
+        // silence counts from now.
+        heard.stamp(std::time::Instant::now());
+        tasks
+            .0
+            .push(spawn_watchdog(heard, dead_after, events_tx.clone()));
+    }
     tasks
         .0
         .push(spawn_dispatcher(incoming, pc.clone(), events_tx));
@@ -503,6 +521,27 @@ fn spawn_dispatcher(
             }
         }
         let _ = events.send(ClientEvent::Closed).await;
+    })
+}
+
+/// Reports `Disconnected` once the server has been silent for
+/// `dead_after`, then stops.
+fn spawn_watchdog(
+    heard: Arc<Heard>,
+    dead_after: Duration,
+    events: mpsc::Sender<ClientEvent>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let now = std::time::Instant::now();
+            if let Some(silent_for) = silent_for(heard.last(), now, dead_after) {
+                debug!(?silent_for, "nothing from the server: disconnected");
+                let _ = events.send(ClientEvent::Disconnected { silent_for }).await;
+                return;
+            }
+            let due = heard.last() + dead_after;
+            tokio::time::sleep_until(due.into()).await;
+        }
     })
 }
 

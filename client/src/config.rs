@@ -29,6 +29,14 @@ pub struct ClientConfig {
     /// Upper bound for [`Client::connect`](crate::Client::connect), from the
     /// WebSocket dial to both channels open and `ready` received.
     pub connect_timeout: Duration,
+    /// After this long with no message at all from the server on either
+    /// channel, the client reports
+    /// [`ClientEvent::Disconnected`](crate::ClientEvent::Disconnected),
+    /// once. The server heartbeats
+    /// every `relay.heartbeat_interval` (1 s) when it has nothing else to
+    /// send, so only a dead server or path stays silent this long. `None`:
+    /// never. Default 5 s.
+    pub dead_after: Option<Duration>,
 }
 
 impl ClientConfig {
@@ -47,6 +55,7 @@ impl ClientConfig {
             token: None,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             connect_timeout: Duration::from_secs(10),
+            dead_after: Some(Duration::from_secs(5)),
         }
     }
 }

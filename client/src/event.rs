@@ -2,11 +2,13 @@
 //! server's DataChannel messages into them: in relay rooms every message is
 //! a relayed frame (header naming the sender, then the payload); in
 //! authoritative rooms the server peer speaks for itself, unwrapped
-//! (snapshot frames on `realtime`, JSON text on `control`).
+//! (snapshot frames on `realtime`, JSON text on `control`). In both, the
+//! server's heartbeat frame on `control` (one binary byte, `0x04`) is
+//! dropped here: it only exists to make this client's SCTP stack answer.
 
 use bytes::{Bytes, BytesMut};
 use rtcrelay_protocol::channels;
-use rtcrelay_protocol::frame::{FrameError, Relayed, RELAYED_HEADER_LEN};
+use rtcrelay_protocol::frame::{is_heartbeat, FrameError, Relayed, RELAYED_HEADER_LEN};
 use rtcrelay_protocol::signaling::LeaveReason;
 use rtcrelay_protocol::{ErrorCode, PeerId, RoomKind};
 
@@ -68,6 +70,15 @@ pub enum ClientEvent {
         channel: Channel,
         error: FrameError,
     },
+    /// Nothing at all came from the server on either DataChannel for
+    /// `silent_for` (at least
+    /// [`ClientConfig::dead_after`](crate::ClientConfig::dead_after)): the
+    /// server or the network path to it is gone, though nothing closed. Reported once. The server notices
+    /// the same silence from its side and tells the room this client is
+    /// `disconnected`.
+    Disconnected {
+        silent_for: std::time::Duration,
+    },
     /// The signaling WebSocket has closed: no more roster or error events.
     Closed,
 }
@@ -88,18 +99,22 @@ impl ClientEvent {
 
 /// Turns one DataChannel message from the server into an event, the way
 /// rooms of `kind` frame them. `text` is the message's own type (SCTP PPID).
+/// None for a heartbeat, which is not news to the application.
 pub(crate) fn decode_message(
     kind: RoomKind,
     channel: Channel,
     text: bool,
     data: BytesMut,
-) -> ClientEvent {
-    match kind {
+) -> Option<ClientEvent> {
+    if channel == Channel::Control && is_heartbeat(!text, &data) {
+        return None;
+    }
+    Some(match kind {
         // P2p rooms have no server session (signaling refuses the offer),
         // so nothing arrives here for them; frame as relay rooms do.
         RoomKind::Relay | RoomKind::P2p => decode_frame(channel, data),
         RoomKind::Authoritative => decode_server_message(channel, text, data),
-    }
+    })
 }
 
 /// Authoritative rooms: the message is the server's own, passed on whole
@@ -208,7 +223,8 @@ mod tests {
             Channel::Realtime,
             false,
             BytesMut::from(&snapshot[..]),
-        );
+        )
+        .unwrap();
         assert_eq!(
             ev,
             ClientEvent::Message {
@@ -224,14 +240,16 @@ mod tests {
             Channel::Control,
             true,
             BytesMut::from(hello.as_bytes()),
-        );
+        )
+        .unwrap();
         assert_eq!(ev.text(), Some(hello));
         let ev = decode_message(
             RoomKind::Authoritative,
             Channel::Control,
             true,
             BytesMut::from(&[0xffu8][..]),
-        );
+        )
+        .unwrap();
         assert_eq!(
             ev,
             ClientEvent::InvalidFrame {
@@ -245,7 +263,8 @@ mod tests {
             Channel::Realtime,
             false,
             frame(5, false, &[9]),
-        );
+        )
+        .unwrap();
         assert!(matches!(
             ev,
             ClientEvent::Message {
@@ -253,6 +272,48 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn heartbeats_on_control_are_dropped_in_every_room_kind() {
+        for kind in [RoomKind::Relay, RoomKind::Authoritative, RoomKind::P2p] {
+            assert_eq!(
+                decode_message(kind, Channel::Control, false, BytesMut::from(&[4u8][..])),
+                None,
+                "{kind:?}"
+            );
+        }
+        // Only the exact binary frame on control is one.
+        let text = decode_message(
+            RoomKind::Authoritative,
+            Channel::Control,
+            true,
+            BytesMut::from(&[4u8][..]),
+        );
+        assert!(matches!(
+            text,
+            Some(ClientEvent::Message { text: true, .. })
+        ));
+        let realtime = decode_message(
+            RoomKind::Relay,
+            Channel::Realtime,
+            false,
+            BytesMut::from(&[4u8][..]),
+        );
+        assert_eq!(
+            realtime,
+            Some(ClientEvent::InvalidFrame {
+                channel: Channel::Realtime,
+                error: FrameError::UnknownType(4)
+            })
+        );
+        let longer = decode_message(
+            RoomKind::Relay,
+            Channel::Control,
+            false,
+            BytesMut::from(&[4u8, 0][..]),
+        );
+        assert!(matches!(longer, Some(ClientEvent::InvalidFrame { .. })));
     }
 
     #[test]

@@ -29,13 +29,15 @@
 //!   interpolation, events) and [`GameClient`], its driver over [`Client`];
 //! - [`error`] defines [`ClientError`];
 //! - `signaling` and `peer` (private) run the WebSocket tasks and the WebRTC
-//!   peer connection with its channel tasks.
+//!   peer connection with its channel tasks; `liveness` (private) notices
+//!   a server gone silent ([`ClientEvent::Disconnected`]).
 
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod event;
 pub mod game;
+mod liveness;
 mod peer;
 mod signaling;
 

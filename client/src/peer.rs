@@ -21,6 +21,7 @@ use webrtc::peer_connection::{
 use crate::config::{ClientConfig, ConnectOptions};
 use crate::error::ClientError;
 use crate::event::{decode_message, Channel, ClientEvent};
+use crate::liveness::Heard;
 
 /// Pace of ICE connectivity checks while connecting (webrtc default 200 ms).
 /// The controlling agent nominates a pair only on the check *after* the one
@@ -105,6 +106,7 @@ pub(crate) async fn create(
     welcome_ice_servers: &[IceServer],
     kind: RoomKind,
     events: mpsc::Sender<ClientEvent>,
+    heard: Arc<Heard>,
 ) -> Result<Peer, ClientError> {
     let ice_servers = options
         .ice_servers
@@ -160,6 +162,7 @@ pub(crate) async fn create(
         kind,
         open_tx.clone(),
         events.clone(),
+        heard.clone(),
     ));
     let control = pc
         .create_data_channel(Channel::Control.label(), Some(init(options.control)))
@@ -170,6 +173,7 @@ pub(crate) async fn create(
         kind,
         open_tx.clone(),
         events.clone(),
+        heard.clone(),
     ));
     for (label, params) in &options.extra_channels {
         let dc = pc.create_data_channel(label, Some(init(*params))).await?;
@@ -179,6 +183,7 @@ pub(crate) async fn create(
             kind,
             open_tx.clone(),
             events.clone(),
+            heard.clone(),
         ));
     }
 
@@ -217,6 +222,7 @@ fn spawn_channel_task(
     kind: RoomKind,
     open: Arc<watch::Sender<OpenChannels>>,
     events: mpsc::Sender<ClientEvent>,
+    heard: Arc<Heard>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(event) = dc.poll().await {
@@ -229,9 +235,12 @@ fn spawn_channel_task(
                     });
                 }
                 (DataChannelEvent::OnMessage(msg), Some(ch)) => {
+                    heard.stamp(std::time::Instant::now());
                     // A full queue means the application is not reading:
                     // waiting here pushes back on the sender through SCTP.
-                    let event = decode_message(kind, ch, msg.is_string, msg.data);
+                    let Some(event) = decode_message(kind, ch, msg.is_string, msg.data) else {
+                        continue;
+                    };
                     let delivered = events.send(event).await;
                     if delivered.is_err() {
                         break;

@@ -13,11 +13,30 @@
 //! +------+------+--------------+----------------------+
 //! flags bit 0: the sender sent a text (UTF-8) message; other bits are zero.
 //! ```
+//!
+//! Heartbeat frame (type `0x04`), on `control`, in every room kind: exactly
+//! one byte, no body. The server sends it to a peer it sent nothing to for
+//! `relay.heartbeat_interval`, so that an idle client's SCTP stack has
+//! something to acknowledge; those acknowledgements are what tells the
+//! server the client is alive. Clients ignore it (it is not a message, nor
+//! an error). Types `0x02` (input) and `0x03` (snapshot) are the game frames
+//! of authoritative rooms (`crate::game`).
 
 use crate::ids::PeerId;
 
 pub const FRAME_RELAYED: u8 = 0x01;
 pub const RELAYED_HEADER_LEN: usize = 6;
+/// The heartbeat frame's type byte; the frame is this one byte.
+pub const FRAME_HEARTBEAT: u8 = 0x04;
+/// The whole heartbeat frame.
+pub const HEARTBEAT: [u8; 1] = [FRAME_HEARTBEAT];
+
+/// Is this DataChannel message from the server a heartbeat (which a client
+/// drops without surfacing it)? Only a binary message can be one: `control`
+/// carries JSON text in authoritative rooms, and a text `"\u{4}"` is text.
+pub fn is_heartbeat(binary: bool, message: &[u8]) -> bool {
+    binary && message == HEARTBEAT
+}
 const FLAG_TEXT: u8 = 0x01;
 
 /// A relayed message, borrowed from the frame it was decoded from.
@@ -102,6 +121,22 @@ mod tests {
         let bytes = r.encode();
         assert_eq!(&bytes[..6], &[0x01, 0x01, 0xA1, 0xB2, 0xC3, 0xD4]);
         assert_eq!(Relayed::decode(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn heartbeat_is_one_binary_byte() {
+        assert_eq!(HEARTBEAT, [0x04]);
+        assert!(is_heartbeat(true, &[0x04]));
+        assert!(!is_heartbeat(false, &[0x04]), "a text message is never one");
+        assert!(!is_heartbeat(true, &[0x04, 0]), "no body");
+        assert!(!is_heartbeat(true, &[]));
+        assert!(!is_heartbeat(true, &[FRAME_RELAYED]));
+        // Not a relayed frame: a relay-room decoder that skipped the check
+        // would report it as an unknown type, never misread it.
+        assert_eq!(
+            Relayed::decode(&HEARTBEAT),
+            Err(FrameError::UnknownType(0x04))
+        );
     }
 
     #[test]

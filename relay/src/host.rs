@@ -5,7 +5,7 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -22,8 +22,9 @@ use tracing::{debug, info, warn};
 
 use crate::authoritative::GameFactory;
 use crate::config::RelayConfig;
+use crate::liveness::LivenessConfig;
 use crate::metrics::{ReasonLabel, RelayMetrics};
-use crate::routes::Routes;
+use crate::routes::{Refused, Routes};
 use crate::session::{SessionAnswer, SessionError, SessionHost, SessionRequest};
 use crate::shard::{lock, Datagram, NewSession, Shard, ShardContext, ShardMsg};
 
@@ -48,6 +49,7 @@ pub struct Relay {
     host: Arc<Host>,
     router: Option<JoinHandle<()>>,
     shards: Vec<JoinHandle<()>>,
+    active_matches: Arc<AtomicUsize>,
 }
 
 impl Relay {
@@ -86,7 +88,20 @@ impl Relay {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let routes = Arc::new(Mutex::new(Routes::default()));
+        let routes = Arc::new(Mutex::new(Routes::with_limits(
+            config.max_peers,
+            config.peer_datagram_rate,
+        )));
+        let liveness = LivenessConfig::new(config.dead_after, config.heartbeat_interval);
+        if liveness.heartbeat_interval >= liveness.dead_after {
+            warn!(
+                dead_after = ?liveness.dead_after,
+                heartbeat_interval = ?liveness.heartbeat_interval,
+                "the heartbeat interval is not shorter than dead_after: idle clients will be \
+                 closed as dead"
+            );
+        }
+        let active_matches = Arc::new(AtomicUsize::new(0));
         // `/metrics` shows what this relay's lab injects.
         metrics.netlab.attach(config.netlab.clone());
         let mut senders = Vec::with_capacity(shard_count);
@@ -104,6 +119,8 @@ impl Relay {
                 game_name: config.game_name.clone(),
                 record_dir: config.record_dir.clone(),
                 netlab: config.netlab.clone(),
+                liveness,
+                active_matches: active_matches.clone(),
             };
             shards.push(tokio::spawn(Shard::new(index, ctx).run(rx)));
             senders.push(tx);
@@ -126,6 +143,7 @@ impl Relay {
             candidates,
             dtls_cert,
             sctp_buffer: sctp_buffer(&config),
+            max_peers: config.max_peers,
             metrics,
             shutting_down: AtomicBool::new(false),
         });
@@ -134,12 +152,20 @@ impl Relay {
             host,
             router: Some(router),
             shards,
+            active_matches,
         })
     }
 
     /// The bound UDP address (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Authoritative rooms whose match is in progress
+    /// ([`crate::Simulation::in_match`]), over all shards. One atomic load:
+    /// the shards keep it up to date as matches start and end.
+    pub fn active_matches(&self) -> usize {
+        self.active_matches.load(Ordering::Relaxed)
     }
 
     /// The hand-off signaling uses to open, feed and close sessions.
@@ -280,7 +306,7 @@ async fn receive_loop(
         metrics.datagrams_in.inc();
         metrics.bytes_in.inc_by(len as u64);
         let data = &buf[..len];
-        let route = lock(&routes).route(source, data);
+        let route = lock(&routes).route(source, data, received);
         match route {
             Ok(route) => {
                 let Some(shard) = shards.get(route.shard) else {
@@ -314,6 +340,7 @@ struct Host {
     candidates: Vec<Candidate>,
     dtls_cert: DtlsCert,
     sctp_buffer: usize,
+    max_peers: usize,
     metrics: RelayMetrics,
     shutting_down: AtomicBool,
 }
@@ -399,9 +426,16 @@ impl SessionHost for Host {
             events,
         } = request;
         let shard = shard_for(&room, self.shards.len());
-        let session = lock(&self.routes)
-            .reserve(peer, shard)
-            .ok_or(SessionError::SessionExists(peer))?;
+        let reserved = lock(&self.routes).reserve(peer, shard, Instant::now());
+        let session = match reserved {
+            Ok(session) => session,
+            Err(Refused::SessionExists) => return Err(SessionError::SessionExists(peer)),
+            Err(Refused::Full) => {
+                self.rejected("server_full");
+                debug!(%peer, max_peers = self.max_peers, "offer refused: server full");
+                return Err(SessionError::ServerFull(self.max_peers));
+            }
+        };
         let forget = || {
             lock(&self.routes).remove(peer, Some(session));
         };

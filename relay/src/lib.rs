@@ -21,6 +21,9 @@
 //!   (`deadlines`, private). `shard::netlab` runs the network lab's
 //!   impairment ([`RelayConfig::netlab`]) on each affected peer's datagrams,
 //!   both ways, on the shard itself.
+//! - `liveness` (private): when a peer is dead (nothing heard for
+//!   [`RelayConfig::dead_after`]) and when it needs a heartbeat frame,
+//!   sans-IO; the shard folds it into the peer's deadline.
 //! - `room` (private): relay rooms, the required channels and the
 //!   forwarding limits, sans-IO.
 
@@ -33,6 +36,7 @@ pub mod session;
 
 mod deadlines;
 mod host;
+mod liveness;
 mod room;
 mod routes;
 mod shard;

@@ -53,7 +53,15 @@ pub struct RelayMetrics {
     pub messages_relayed: Family<ChannelLabel, Counter>,
     /// DataChannel messages dropped, by reason (`too_large`, `buffer_full`, ...).
     pub messages_dropped: Family<ReasonLabel, Counter>,
+    /// Sessions refused or closed by the server, by reason
+    /// (`connect_timeout`, `channel_rejected`, `bad_sdp`, `server_full`).
     pub sessions_rejected: Family<ReasonLabel, Counter>,
+    /// Ready sessions closed because nothing was heard from the client for
+    /// `dead_after`.
+    pub dead_peers: Counter,
+    /// Heartbeat frames written on `control` to peers sent nothing for
+    /// `heartbeat_interval`.
+    pub heartbeats: Counter,
     /// Authoritative rooms (`rtcrelay_game_*`).
     pub game: GameMetrics,
     /// The network lab's injected totals per scope (`rtcrelay_netlab_*`),
@@ -215,6 +223,16 @@ impl RelayMetrics {
             "sessions_rejected",
             "WebRTC sessions refused or closed by the server, by reason",
             self.sessions_rejected.clone(),
+        );
+        r.register(
+            "dead_peers",
+            "Sessions closed because no packet came from the client for dead_after",
+            self.dead_peers.clone(),
+        );
+        r.register(
+            "heartbeats",
+            "Heartbeat frames sent on control to peers the server had sent nothing to",
+            self.heartbeats.clone(),
         );
         self.game.register(registry);
         registry.register_collector(Box::new(self.netlab.clone()));
@@ -384,6 +402,8 @@ mod tests {
             "rtcrelay_game_player_rtt_seconds_count 1",
             "rtcrelay_game_control_errors_total 0",
             "rtcrelay_relay_sessions 0",
+            "rtcrelay_relay_dead_peers_total 0",
+            "rtcrelay_relay_heartbeats_total 0",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

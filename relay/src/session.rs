@@ -57,6 +57,9 @@ pub enum SessionError {
     NoSession(PeerId),
     #[error("relay unavailable: {0}")]
     Unavailable(String),
+    /// `max_peers` sessions are open (the number is the limit).
+    #[error("the relay is full ({0} sessions): try again later")]
+    ServerFull(usize),
 }
 
 #[async_trait::async_trait]

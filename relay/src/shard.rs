@@ -7,15 +7,22 @@
 //!
 //! Peers under a network-lab setting have their datagrams impaired both
 //! ways on the shard itself ([`netlab`]); the others take the plain path.
+//!
+//! A ready peer's deadline also covers its liveness ([`crate::liveness`]):
+//! it is woken to get a heartbeat frame when nothing was written to it for
+//! `heartbeat_interval`, and closed when nothing was heard from it for
+//! `dead_after`. Both are two timestamps per peer, so a datagram costs no
+//! more than before.
 
 mod netlab;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use rtcrelay_protocol::frame::Relayed;
+use rtcrelay_protocol::frame::{Relayed, HEARTBEAT};
 use rtcrelay_protocol::signaling::ChannelParams;
 use rtcrelay_protocol::{PeerId, RoomId, RoomKind};
 use str0m::channel::ChannelId;
@@ -27,6 +34,7 @@ use tracing::{debug, info, warn};
 
 use crate::authoritative::{AuthoritativeRoom, GameConfig, GameFactory, RoomOutput};
 use crate::deadlines::Deadlines;
+use crate::liveness::{Due, Liveness, LivenessConfig};
 use crate::metrics::{ChannelLabel, ReasonLabel, RelayMetrics};
 use crate::room::{check_channel, realtime_has_room, Lane, Rooms};
 use crate::routes::{Route, Routes};
@@ -93,6 +101,11 @@ pub(crate) struct ShardContext {
     pub record_dir: Option<std::path::PathBuf>,
     /// The network lab (impairment per scope), shared with the admin API.
     pub netlab: Arc<rtcrelay_netlab::Lab>,
+    /// When a ready peer is dead, and when it needs a heartbeat.
+    pub liveness: LivenessConfig,
+    /// Authoritative rooms of every shard whose match is in progress
+    /// ([`crate::Relay::active_matches`]); each shard adds and removes its own.
+    pub active_matches: Arc<AtomicUsize>,
 }
 
 pub(crate) fn lock(routes: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
@@ -126,6 +139,8 @@ struct Peer {
     end: Option<End>,
     /// Its network-lab path, while a lab setting applies to it.
     impaired: Option<Box<PeerPath>>,
+    /// Last datagram heard, last channel write; enforced once ready.
+    liveness: Liveness,
 }
 
 fn lane_index(lane: Lane) -> usize {
@@ -166,6 +181,9 @@ pub(crate) struct Shard {
     game_keys: HashMap<RoomId, u64>,
     game_deadlines: Deadlines<u64>,
     next_game_key: u64,
+    /// Game rooms (keys) whose match is in progress, as counted in
+    /// `ctx.active_matches`.
+    running_matches: HashSet<u64>,
     /// Peers to poll: they got input or were written to.
     dirty: Vec<PeerId>,
     /// Peers whose session ends; cleaned up after polling.
@@ -272,7 +290,9 @@ fn receive(
             peer.verified.push(d.source);
         }
     }
-    if !feed(ending, id, peer, input) {
+    if feed(ending, id, peer, input) {
+        peer.liveness.heard(d.received);
+    } else {
         drop_datagram(metrics, "peer_error");
     }
     if peer.end.is_none() {
@@ -293,6 +313,7 @@ impl Shard {
             game_keys: HashMap::new(),
             game_deadlines: Deadlines::default(),
             next_game_key: 0,
+            running_matches: HashSet::new(),
             dirty: Vec::new(),
             ending: Vec::new(),
             outbox: Vec::new(),
@@ -431,6 +452,7 @@ impl Shard {
             verified: Vec::new(),
             end: None,
             impaired,
+            liveness: Liveness::new(now),
         };
         if let Some(reason) = refused {
             end(&mut self.ending, s.peer, &mut peer, closed(reason));
@@ -501,6 +523,9 @@ impl Shard {
         };
         self.game_keys.remove(room);
         self.game_deadlines.remove(key);
+        if self.running_matches.remove(&key) {
+            self.ctx.active_matches.fetch_sub(1, Ordering::Relaxed);
+        }
         let log = game.match_log();
         info!(%room, ticks = log.ticks(), "authoritative room closed");
         if let Some(dir) = &self.ctx.record_dir {
@@ -545,6 +570,7 @@ impl Shard {
                 );
             let written = fits && matches!(channel.write(binary, &data), Ok(true));
             if written {
+                peer.liveness.sent(now);
                 mark(&mut self.dirty, target, peer);
             } else if lane == Lane::Realtime {
                 metrics.game.snapshots_dropped.inc();
@@ -553,6 +579,14 @@ impl Shard {
             }
         }
         self.game_deadlines.set(key, game.next_timeout().max(now));
+        // One flag per room, so the shared count moves only on a change.
+        if game.in_match() {
+            if self.running_matches.insert(key) {
+                self.ctx.active_matches.fetch_add(1, Ordering::Relaxed);
+            }
+        } else if self.running_matches.remove(&key) {
+            self.ctx.active_matches.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     fn on_datagram(&mut self, d: Datagram) {
@@ -616,6 +650,19 @@ impl Shard {
                 end(&mut self.ending, id, peer, closed(reason));
                 continue;
             }
+            if peer.ready {
+                match peer.liveness.due(now, &self.ctx.liveness) {
+                    Due::Dead => {
+                        self.ctx.metrics.dead_peers.inc();
+                        let reason = self.ctx.liveness.dead_reason();
+                        info!(peer = %id, room = %peer.room, %reason, "peer is dead");
+                        end(&mut self.ending, id, peer, closed(reason));
+                        continue;
+                    }
+                    Due::Heartbeat => heartbeat(id, peer, now, &self.ctx.metrics),
+                    Due::Nothing => {}
+                }
+            }
             feed(&mut self.ending, id, peer, Input::Timeout(now));
             if peer.end.is_none() {
                 mark(&mut self.dirty, id, peer);
@@ -664,7 +711,7 @@ impl Shard {
                 },
                 Ok(Output::Timeout(t)) => {
                     let t = if peer.ready {
-                        t
+                        t.min(peer.liveness.next_deadline(&self.ctx.liveness))
                     } else {
                         t.min(peer.connect_by)
                     };
@@ -746,6 +793,7 @@ impl Shard {
                 channel: lane.label(),
             })
             .clone();
+        let now = Instant::now();
         for &target in &targets {
             let Some(peer) = self.peers.get_mut(&target) else {
                 continue;
@@ -771,6 +819,7 @@ impl Shard {
             match channel.write(true, &frame) {
                 Ok(true) => {
                     relayed.inc();
+                    peer.liveness.sent(now);
                     mark(&mut self.dirty, target, peer);
                 }
                 Ok(false) => drop_message(metrics, "buffer_full"),
@@ -870,6 +919,27 @@ impl Shard {
     }
 }
 
+/// Writes a heartbeat frame on `peer`'s `control` channel; the caller
+/// marks the peer for polling. A full or failed channel counts as sent too:
+/// data already waiting there gets acknowledged (or the session is ending),
+/// and retrying on every wake-up would only spin.
+fn heartbeat(id: PeerId, peer: &mut Peer, now: Instant, metrics: &RelayMetrics) {
+    peer.liveness.sent(now);
+    let Some(mut channel) = peer
+        .channel_id(Lane::Control)
+        .and_then(|c| peer.rtc.channel(c))
+    else {
+        return;
+    };
+    match channel.write(true, &HEARTBEAT) {
+        Ok(true) => {
+            metrics.heartbeats.inc();
+        }
+        Ok(false) => debug!(peer = %id, "control buffer full; heartbeat skipped"),
+        Err(e) => debug!(peer = %id, error = %e, "heartbeat write failed"),
+    }
+}
+
 /// Hands a game-room member's message or readiness to its room.
 fn play(
     room: &mut AuthoritativeRoom,
@@ -928,6 +998,8 @@ fn on_event(
             if let [Some((_, realtime)), Some((_, control))] = peer.lanes {
                 if !peer.ready {
                     peer.ready = true;
+                    // The datagram that opened this channel was just heard.
+                    peer.liveness = Liveness::new(Instant::now());
                     metrics.peers_connected.inc();
                     info!(peer = %id, room = %peer.room, "session ready");
                     let _ = peer.events.send(SessionEvent::Ready { realtime, control });

@@ -46,6 +46,10 @@ async fn start_with_lab(
         shards: 1,
         netlab: lab,
         record_dir,
+        // These tests measure impairment, not liveness: on a loaded machine
+        // a test task starved for a few seconds (seen: over 1 s) must not
+        // pass for a dead client, nor may a peer blacked out on purpose.
+        dead_after: Duration::from_secs(30),
         ..RelayConfig::default()
     };
     (

@@ -3,11 +3,14 @@ use rtcrelay_protocol::limits::{
 };
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rtcrelay_protocol::signaling::IceServer;
 use rtcrelay_protocol::PeerId;
 
 use crate::admin::AdminConfig;
+use crate::auth::AuthConfig;
+use crate::limits::LimitsConfig;
 
 /// Mints ICE servers for one client, e.g. short-lived TURN credentials of
 /// the bundled TURN server. Implementations must never log credentials.
@@ -41,6 +44,15 @@ pub struct SignalingConfig {
     /// The admin API (`/admin/netlab/...`): its token, and the network lab
     /// it controls. The default serves no admin routes.
     pub admin: AdminConfig,
+    /// Join tokens and allowed origins.
+    pub auth: AuthConfig,
+    /// Connection and message limits.
+    pub limits: LimitsConfig,
+    /// A WebSocket Ping goes to each client this often...
+    pub heartbeat_interval: Duration,
+    /// ...and a connection from which nothing arrived (no message, no Pong)
+    /// for this long is dead: closed, and its room told `disconnected`.
+    pub dead_after: Duration,
 }
 
 impl Default for SignalingConfig {
@@ -55,6 +67,10 @@ impl Default for SignalingConfig {
             ice_minter: None,
             outbound_queue: 256,
             admin: AdminConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            heartbeat_interval: Duration::from_secs(1),
+            dead_after: Duration::from_secs(5),
         }
     }
 }

@@ -4,8 +4,9 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,8 +15,9 @@ use prometheus_client::registry::Registry;
 use rtcrelay_protocol::PeerId;
 use rtcrelay_relay::SessionHost;
 use tokio::sync::watch;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
+use crate::limits::ConnectionLimits;
 use crate::rooms::{MemoryRooms, RoomRegistry};
 use crate::session::{self, Outboxes};
 use crate::{admin, assets, SignalingConfig, SignalingMetrics};
@@ -30,6 +32,9 @@ pub struct AppState {
     pub(crate) outboxes: Outboxes,
     next_peer: AtomicU32,
     shutdown: watch::Sender<bool>,
+    /// The drain deadline once draining started.
+    draining: watch::Sender<Option<Instant>>,
+    pub(crate) connections: ConnectionLimits,
 }
 
 impl AppState {
@@ -44,6 +49,7 @@ impl AppState {
         let metrics = SignalingMetrics::default();
         metrics.register(&mut registry);
         let rooms = Arc::new(MemoryRooms::new(config.max_rooms));
+        let connections = ConnectionLimits::new(&config.limits);
         Arc::new(AppState {
             config,
             rooms,
@@ -53,6 +59,8 @@ impl AppState {
             outboxes: Outboxes::default(),
             next_peer: AtomicU32::new(1),
             shutdown: watch::channel(false).0,
+            draining: watch::channel(None).0,
+            connections,
         })
     }
 
@@ -67,6 +75,28 @@ impl AppState {
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// Starts draining: new joins are refused with `draining`, every client
+    /// is told the deadline, `/healthz` answers 503. Closing the connections
+    /// at the deadline is the caller's ([`AppState::shutdown`]).
+    pub fn start_draining(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        self.draining.send_if_modified(|d| {
+            if d.is_some() {
+                return false;
+            }
+            *d = Some(deadline);
+            true
+        });
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.borrow().is_some()
+    }
+
+    pub(crate) fn draining_signal(&self) -> watch::Receiver<Option<Instant>> {
+        self.draining.subscribe()
     }
 }
 
@@ -84,16 +114,38 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/{*path}", get(assets::file))
         .with_state(state)
-        .layer(TraceLayer::new_for_http())
+        // The path only: a `/ws?token=` query string carries a join token,
+        // which must never reach the logs.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    tracing::debug_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                    )
+                })
+                // Deliberate 503s (draining /healthz, a full server) are no
+                // failure worth an ERROR line each; handlers log their own.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
 }
 
-async fn healthz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "status": "ok",
+/// 503 while draining, so that load balancers stop sending new clients.
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let draining = state.is_draining();
+    let body = Json(serde_json::json!({
+        "status": if draining { "draining" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
         "rooms": state.rooms.room_count(),
         "connections": state.metrics.connections.get(),
-    }))
+    }));
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, body).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

@@ -13,6 +13,32 @@ pub struct CodeLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: &'static str,
+}
+
+/// The `limit` label values of `limit_hits`.
+pub const LIMITS: &[&str] = &[
+    LIMIT_CONNECTIONS_PER_IP,
+    LIMIT_CONNECTIONS,
+    LIMIT_MESSAGE_RATE,
+    LIMIT_ROOMS,
+    LIMIT_PEERS,
+    LIMIT_MESSAGE_SIZE,
+];
+pub const LIMIT_CONNECTIONS_PER_IP: &str = "connections_per_ip";
+pub const LIMIT_CONNECTIONS: &str = "connections";
+pub const LIMIT_MESSAGE_RATE: &str = "message_rate";
+pub const LIMIT_ROOMS: &str = "rooms";
+pub const LIMIT_PEERS: &str = "peers";
+pub const LIMIT_MESSAGE_SIZE: &str = "message_size";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
 }
@@ -30,6 +56,15 @@ pub struct SignalingMetrics {
     pub slow_clients: Counter,
     /// `signal` messages forwarded between members of p2p rooms.
     pub signals_forwarded: Counter,
+    /// Joins refused for their token, by error code.
+    pub auth_failures: Family<ReasonLabel, Counter>,
+    /// WebSocket upgrades refused for their `Origin`.
+    pub origin_refused: Counter,
+    /// Breaches of each limit (refused connections, dropped messages,
+    /// refused rooms, peers and messages).
+    pub limit_hits: Family<LimitLabel, Counter>,
+    /// Connections closed because nothing arrived for `dead_after`.
+    pub dead_connections: Counter,
 }
 
 impl SignalingMetrics {
@@ -67,6 +102,39 @@ impl SignalingMetrics {
             "Signal messages forwarded between members of peer-to-peer rooms",
             self.signals_forwarded.clone(),
         );
+        r.register(
+            "auth_failures",
+            "Joins refused for their join token, by reason (the error code)",
+            self.auth_failures.clone(),
+        );
+        r.register(
+            "origin_refused",
+            "WebSocket upgrades refused (HTTP 403) for an Origin not allowed",
+            self.origin_refused.clone(),
+        );
+        r.register(
+            "limit_hits",
+            "Breaches of a configured limit, by limit",
+            self.limit_hits.clone(),
+        );
+        r.register(
+            "dead_connections",
+            "Signaling connections closed after nothing arrived for signaling.dead_after",
+            self.dead_connections.clone(),
+        );
+        for reason in [
+            ErrorCode::AuthRequired,
+            ErrorCode::TokenInvalid,
+            ErrorCode::TokenExpired,
+            ErrorCode::TokenWrongRoom,
+        ] {
+            let _ = self.auth_failures.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
+        }
+        for &limit in LIMITS {
+            let _ = self.limit_hits.get_or_create(&LimitLabel { limit });
+        }
         // Every code appears from the start, so a dashboard can rate() it
         // before the first error happens.
         for code in ErrorCode::ALL {
@@ -74,6 +142,18 @@ impl SignalingMetrics {
                 code: code.as_str(),
             });
         }
+    }
+
+    pub fn auth_failure(&self, code: ErrorCode) {
+        self.auth_failures
+            .get_or_create(&ReasonLabel {
+                reason: code.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn limit_hit(&self, limit: &'static str) {
+        self.limit_hits.get_or_create(&LimitLabel { limit }).inc();
     }
 
     pub fn error(&self, code: ErrorCode) {

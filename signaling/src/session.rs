@@ -6,12 +6,16 @@
 //! disconnected instead of growing the server's memory.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::response::Response;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use rtcrelay_protocol::signaling::{
     decode_client_message, is_mdns_candidate, LeaveReason, SignalData,
 };
@@ -21,13 +25,18 @@ use rtcrelay_protocol::{
 use rtcrelay_relay::{SessionError, SessionEvent, SessionRequest};
 use tokio::sync::{mpsc, Notify};
 
-use crate::metrics::KindLabel;
+use crate::auth::{AuthMode, VerifiedPlayer};
+use crate::limits::{AtMostEvery, ConnectionPermit, ConnectionRefused, TokenBucket};
+use crate::metrics::{self as m, KindLabel};
 use crate::AppState;
 
 /// WebSocket close codes we use (RFC 6455).
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_POLICY: u16 = 1008;
+
+/// A client told it is rate limited is told again at most this often.
+const RATE_LIMIT_NOTICE_EVERY: Duration = Duration::from_secs(1);
 
 /// Messages far above the limit are cut off by the WebSocket layer itself;
 /// between the limit and this multiple the client gets a clean
@@ -107,12 +116,74 @@ impl Outboxes {
     }
 }
 
-pub(crate) async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+/// The query string of `/ws`.
+#[derive(serde::Deserialize)]
+pub(crate) struct WsQuery {
+    /// A join token, for browsers (they cannot set WebSocket headers).
+    token: Option<String>,
+}
+
+/// Checks the `Origin` and the connection limits before upgrading: a
+/// refused client costs no WebSocket session.
+pub(crate) async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    // Absent when served without connection info (in-process tests): only
+    // the total limit applies then.
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Query(query): Query<WsQuery>,
+) -> Response {
+    let text = |name| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("<not text>"))
+    };
+    let origin = text(header::ORIGIN);
+    if !state.config.auth.origin_allowed(origin, text(header::HOST)) {
+        let origin = origin.unwrap_or_default();
+        state.metrics.origin_refused.inc();
+        tracing::info!(origin, "WebSocket refused: Origin not allowed");
+        let body = format!(
+            "origin {origin:?} may not open a signaling WebSocket on this server \
+             (the operator can list it in auth.allowed_origins)\n"
+        );
+        return (StatusCode::FORBIDDEN, body).into_response();
+    }
+    let ip = client.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let limits = &state.config.limits;
+    let permit = match state.connections.try_acquire(ip) {
+        Ok(permit) => permit,
+        Err(ConnectionRefused::PerIp) => {
+            state.metrics.limit_hit(m::LIMIT_CONNECTIONS_PER_IP);
+            tracing::debug!(
+                ?ip,
+                "WebSocket refused: too many connections from this address"
+            );
+            let body = format!(
+                "rate_limited: more than {} signaling connections from your address\n",
+                limits.max_connections_per_ip
+            );
+            return (StatusCode::TOO_MANY_REQUESTS, body).into_response();
+        }
+        Err(ConnectionRefused::Total) => {
+            state.metrics.limit_hit(m::LIMIT_CONNECTIONS);
+            tracing::warn!(
+                limit = limits.max_connections,
+                "WebSocket refused: the server holds its most signaling connections"
+            );
+            let body = format!(
+                "server_full: this server holds its limit of {} signaling connections\n",
+                limits.max_connections
+            );
+            return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+        }
+    };
     let transport_limit = state.config.max_message_bytes * TRANSPORT_LIMIT_FACTOR;
     ws.max_message_size(transport_limit)
         .max_frame_size(transport_limit)
         .on_upgrade(move |socket| async move {
-            Session::new(state, socket).run().await;
+            Session::new(state, socket, permit, query.token).run().await;
         })
 }
 
@@ -121,6 +192,8 @@ struct Membership {
     room: RoomId,
     kind: RoomKind,
     name: String,
+    /// The operator's player id, from a verified join token.
+    player: Option<String>,
     /// Events of the current WebRTC session, if one was negotiated.
     webrtc: Option<mpsc::UnboundedReceiver<SessionEvent>>,
     /// P2p rooms: what this member may still `signal` to each other one.
@@ -134,6 +207,8 @@ enum Flow {
     /// The client sent a Close frame; the WebSocket layer has queued the
     /// reply, which only needs flushing.
     ClosedByClient,
+    /// Nothing arrived for `dead_after`; the room was told `disconnected`.
+    Dead,
 }
 
 struct Session {
@@ -144,15 +219,32 @@ struct Session {
     /// Notified when other sessions found the outbox full.
     evicted: Arc<Notify>,
     membership: Option<Membership>,
+    /// This connection's slot under the connection limits.
+    _permit: ConnectionPermit,
+    /// The `/ws?token=` join token, used by joins without their own.
+    query_token: Option<String>,
+    /// Messages this client may still send.
+    messages: TokenBucket,
+    rate_limit_notice: AtMostEvery,
+    /// When anything (a message, a Pong) last arrived.
+    last_heard: Instant,
 }
 
 impl Session {
-    fn new(state: Arc<AppState>, socket: WebSocket) -> Session {
+    fn new(
+        state: Arc<AppState>,
+        socket: WebSocket,
+        permit: ConnectionPermit,
+        query_token: Option<String>,
+    ) -> Session {
         let peer = state.allocate_peer_id();
         let (tx, outbox) = mpsc::channel(state.config.outbound_queue);
         let evicted = Arc::new(Notify::new());
         state.outboxes.insert(peer, tx, evicted.clone());
         state.metrics.connections.inc();
+        let now = Instant::now();
+        let limits = &state.config.limits;
+        let messages = TokenBucket::new(limits.messages_per_sec, limits.message_burst, now);
         Session {
             state,
             socket,
@@ -160,16 +252,33 @@ impl Session {
             outbox,
             evicted,
             membership: None,
+            _permit: permit,
+            query_token,
+            messages,
+            rate_limit_notice: AtMostEvery::new(RATE_LIMIT_NOTICE_EVERY),
+            last_heard: now,
         }
     }
 
     async fn run(mut self) {
         tracing::debug!(peer = %self.peer, "signaling connection open");
         let mut shutdown = self.state.shutdown_signal();
+        let mut draining = self.state.draining_signal();
+        let mut heartbeat = tokio::time::interval(self.state.config.heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Connected after draining began: told at once. A failed send shows
+        // at the next read.
+        let already_draining = *draining.borrow_and_update();
+        if let Some(deadline) = already_draining {
+            let _ = self.draining(deadline).await;
+        }
         let flow = loop {
             let flow = tokio::select! {
                 incoming = self.socket.recv() => match incoming {
-                    Some(Ok(msg)) => self.on_ws_message(msg).await,
+                    Some(Ok(msg)) => {
+                        self.last_heard = Instant::now();
+                        self.on_ws_message(msg).await
+                    }
                     Some(Err(e)) => {
                         tracing::debug!(peer = %self.peer, error = %e, "signaling socket error");
                         break None;
@@ -181,12 +290,21 @@ impl Session {
                     None => self.too_slow(),
                 },
                 Some(event) = next_event(&mut self.membership) => self.on_session_event(event).await,
+                _ = heartbeat.tick() => self.heartbeat().await,
+                Ok(()) = draining.changed() => {
+                    let deadline = *draining.borrow_and_update();
+                    match deadline {
+                        Some(deadline) => self.draining(deadline).await,
+                        None => Flow::Continue,
+                    }
+                }
                 _ = shutdown.changed() => Flow::Close(CLOSE_GOING_AWAY, "server shutting down"),
             };
             match flow {
                 Flow::Continue => {}
                 Flow::Close(code, reason) => break Some((code, reason)),
                 Flow::ClosedByClient => break None,
+                Flow::Dead => break Some((CLOSE_POLICY, "no heartbeat")),
             }
         };
         let closing = async {
@@ -211,22 +329,30 @@ impl Session {
     }
 
     async fn on_ws_message(&mut self, msg: Message) -> Flow {
-        let text =
-            match msg {
-                Message::Text(text) => text,
-                Message::Binary(_) => return self
+        let text = match msg {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                if let Some(flow) = self.over_rate_limit().await {
+                    return flow;
+                }
+                return self
                     .error(
                         ErrorCode::BinaryNotSupported,
                         "binary WebSocket messages are not part of the protocol; send JSON text",
                     )
-                    .await,
-                Message::Close(_) => return Flow::ClosedByClient,
-                Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
-            };
+                    .await;
+            }
+            Message::Close(_) => return Flow::ClosedByClient,
+            Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
+        };
         self.state.metrics.messages_in.inc();
+        if let Some(flow) = self.over_rate_limit().await {
+            return flow;
+        }
         match decode_client_message(&text, self.state.config.max_message_bytes) {
             Ok(msg) => self.on_client_message(msg, text.len()).await,
             Err(e) if e.code == ErrorCode::MessageTooLarge => {
+                self.state.metrics.limit_hit(m::LIMIT_MESSAGE_SIZE);
                 self.fatal(e.code, &e.message).await;
                 Flow::Close(CLOSE_TOO_BIG, "message too large")
             }
@@ -243,8 +369,8 @@ impl Session {
                 kind,
                 name,
                 capacity,
-                token: _,
-            } => self.join(version, room, kind, name, capacity).await,
+                token,
+            } => self.join(version, room, kind, name, capacity, token).await,
             ClientMessage::Offer { sdp } => self.offer(sdp).await,
             ClientMessage::Candidate { candidate, .. } => self.candidate(candidate).await,
             ClientMessage::Leave => {
@@ -268,6 +394,7 @@ impl Session {
         kind: RoomKind,
         name: String,
         capacity: Option<usize>,
+        token: Option<String>,
     ) -> Flow {
         if let Some(m) = &self.membership {
             let msg = format!("already in room {}; send leave first", m.room);
@@ -278,6 +405,26 @@ impl Session {
                 format!("this server speaks protocol version {PROTOCOL_VERSION}, not {version}");
             return self.error(ErrorCode::UnsupportedVersion, msg).await;
         }
+        if self.state.is_draining() {
+            return self
+                .error(
+                    ErrorCode::Draining,
+                    "join: this server is shutting down and takes no new joins; \
+                     join on another server",
+                )
+                .await;
+        }
+        let player = match self.authenticate(&room, token) {
+            Ok(player) => player,
+            Err((code, msg)) => return self.error(code, msg).await,
+        };
+        let name = match &player {
+            Some(VerifiedPlayer {
+                name: Some(name), ..
+            }) => name.clone(),
+            _ => name,
+        };
+        let player = player.map(|p| p.player_id);
         let config = &self.state.config;
         // An authoritative room seats as many people as its game does.
         let (default_capacity, max_capacity) = match kind {
@@ -305,7 +452,12 @@ impl Session {
             .join(&room, kind, capacity, self.peer, &name)
         {
             Ok(joined) => joined,
-            Err(e) => return self.error(e.code(), e.to_string()).await,
+            Err(e) => {
+                if e.code() == ErrorCode::TooManyRooms {
+                    self.state.metrics.limit_hit(m::LIMIT_ROOMS);
+                }
+                return self.error(e.code(), e.to_string()).await;
+            }
         };
         let metrics = &self.state.metrics;
         metrics
@@ -316,13 +468,20 @@ impl Session {
             .inc();
         metrics.room_members.inc();
         metrics.rooms.set(self.state.rooms.room_count() as i64);
-        tracing::info!(peer = %self.peer, %room, kind = kind.as_str(), "joined");
+        tracing::info!(
+            peer = %self.peer,
+            %room,
+            kind = kind.as_str(),
+            player = player.as_deref(),
+            "joined"
+        );
 
         let others: Vec<PeerId> = joined.roster.iter().map(|m| m.peer_id).collect();
         self.membership = Some(Membership {
             room: room.clone(),
             kind,
             name: name.clone(),
+            player,
             webrtc: None,
             signal_budgets: HashMap::new(),
         });
@@ -380,7 +539,13 @@ impl Session {
         };
         let answer = match self.state.relay.open(request).await {
             Ok(answer) => answer,
-            Err(e) => return self.error(session_error_code(&e), e.to_string()).await,
+            Err(e) => {
+                let code = session_error_code(&e);
+                if code == ErrorCode::ServerFull {
+                    self.state.metrics.limit_hit(m::LIMIT_PEERS);
+                }
+                return self.error(code, e.to_string()).await;
+            }
         };
         if let Some(m) = self.membership.as_mut() {
             m.webrtc = Some(rx);
@@ -547,7 +712,13 @@ impl Session {
         let metrics = &self.state.metrics;
         metrics.room_members.dec();
         metrics.rooms.set(self.state.rooms.room_count() as i64);
-        tracing::info!(peer = %self.peer, room = %membership.room, ?reason, "left");
+        tracing::info!(
+            peer = %self.peer,
+            room = %membership.room,
+            player = membership.player.as_deref(),
+            ?reason,
+            "left"
+        );
         self.broadcast(
             &left.remaining,
             ServerMessage::PeerLeft {
@@ -578,6 +749,87 @@ impl Session {
                 Err(_) => Flow::Close(1000, "send failed"),
             },
         }
+    }
+
+    /// Checks a join's token (`join.token`, else the `/ws?token=` one) when
+    /// the server requires tokens; `Ok(None)` when it does not. A refusal
+    /// (the error to send) leaves the connection open: the client may try
+    /// again with another token, within the message rate limit.
+    fn authenticate(
+        &self,
+        room: &RoomId,
+        token: Option<String>,
+    ) -> Result<Option<VerifiedPlayer>, (ErrorCode, String)> {
+        let auth = &self.state.config.auth;
+        if auth.mode == AuthMode::None {
+            return Ok(None);
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let token = token.as_deref().or(self.query_token.as_deref());
+        match auth.verify(token, room, now) {
+            Ok(player) => Ok(Some(player)),
+            Err(e) => {
+                self.state.metrics.auth_failure(e.code());
+                tracing::info!(peer = %self.peer, %room, code = %e.code(), "join refused: {e}");
+                Err((e.code(), format!("join: {e}")))
+            }
+        }
+    }
+
+    /// Drops a message over the connection's rate; `None` when within it.
+    /// The client hears `rate_limited` at most once per second.
+    async fn over_rate_limit(&mut self) -> Option<Flow> {
+        let now = Instant::now();
+        if self.messages.take(now) {
+            return None;
+        }
+        self.state.metrics.limit_hit(m::LIMIT_MESSAGE_RATE);
+        if !self.rate_limit_notice.ready(now) {
+            return Some(Flow::Continue);
+        }
+        let limits = &self.state.config.limits;
+        let msg = format!(
+            "more than {} messages per second (bursts of {}); messages are being dropped",
+            limits.messages_per_sec, limits.message_burst
+        );
+        Some(self.error(ErrorCode::RateLimited, msg).await)
+    }
+
+    /// Each heartbeat: a connection silent for `dead_after` is dead; others
+    /// get a Ping, which browsers and WebSocket libraries answer unasked.
+    async fn heartbeat(&mut self) -> Flow {
+        let dead_after = self.state.config.dead_after;
+        if self.last_heard.elapsed() >= dead_after {
+            return self.dead().await;
+        }
+        // A client that stopped reading may block the write once the kernel
+        // buffers are full: that too ends at `dead_after`.
+        let ping = self.socket.send(Message::Ping(Vec::new().into()));
+        match tokio::time::timeout(dead_after, ping).await {
+            Ok(Ok(())) => Flow::Continue,
+            Ok(Err(_)) => Flow::Close(1000, "send failed"),
+            Err(_) => self.dead().await,
+        }
+    }
+
+    async fn dead(&mut self) -> Flow {
+        self.state.metrics.dead_connections.inc();
+        tracing::info!(
+            peer = %self.peer,
+            "nothing from the client for {:?}; closing its connection",
+            self.state.config.dead_after
+        );
+        self.leave_room(LeaveReason::Disconnected).await;
+        Flow::Dead
+    }
+
+    /// Tells the client the server is draining and by when it closes.
+    async fn draining(&mut self, deadline: Instant) -> Flow {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let deadline_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        self.send(&ServerMessage::Draining { deadline_ms }).await
     }
 
     /// The outbox overflowed (other sessions dropped it).
@@ -621,6 +873,7 @@ fn session_error_code(e: &SessionError) -> ErrorCode {
         SessionError::SessionExists(_) => ErrorCode::SessionExists,
         SessionError::NoSession(_) => ErrorCode::NoSession,
         SessionError::Unavailable(_) => ErrorCode::Unavailable,
+        SessionError::ServerFull(_) => ErrorCode::ServerFull,
     }
 }
 

@@ -248,6 +248,11 @@ impl TestServer {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Waits for the process to exit (after a signal sent some other way).
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait rtcrelay")
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -289,6 +294,16 @@ impl RawWs {
             .await
             .expect("websocket connect");
         RawWs(ws)
+    }
+
+    /// Connects with a request of the caller's (a URL with a query string,
+    /// extra headers such as `Origin`); the handshake's error otherwise.
+    pub async fn connect_with<R>(request: R) -> Result<RawWs, tokio_tungstenite::tungstenite::Error>
+    where
+        R: tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+    {
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(RawWs(ws))
     }
 
     pub async fn send_text(&mut self, text: &str) {

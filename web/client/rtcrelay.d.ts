@@ -72,6 +72,12 @@ export type ErrorCode =
   | 'peer_not_found'
   | 'wrong_room_kind'
   | 'rate_limited'
+  | 'auth_required'
+  | 'token_invalid'
+  | 'token_expired'
+  | 'token_wrong_room'
+  | 'draining'
+  | 'server_full'
   | 'bad_options'
   | 'bad_channel'
   | 'not_open'
@@ -112,6 +118,13 @@ export interface ConnectOptions {
    * at most 64); ignored when the room exists. Default: the server's default (4).
    */
   capacity?: number;
+  /**
+   * Join token (a JWT your backend mints for this player and room), for a
+   * server with `auth.mode = "token"`. Sent in the join; without it such a
+   * server refuses with "auth_required". Alternatively put it in the URL:
+   * `url: "wss://example.com/ws?token=..."`.
+   */
+  token?: string;
   /**
    * Extra ICE servers, appended to the ones the server sends in its welcome
    * (in p2p rooms, used for every member connection).
@@ -208,6 +221,15 @@ export interface StateChangeDetail {
   connectionState: RTCPeerConnectionState;
 }
 
+/** detail of "draining": the server is shutting down. */
+export interface DrainingDetail {
+  /**
+   * Milliseconds (from when the message arrived) until the server closes
+   * every connection. It takes no new joins; running matches may finish.
+   */
+  deadlineMs: number;
+}
+
 /** detail of "close". */
 export interface CloseDetail {
   /** "left", "closed", "signaling_closed", "channel_closed", "disconnected", "channel_rejected", ... */
@@ -222,6 +244,8 @@ export interface RtcRelayEventMap {
   error: CustomEvent<ErrorDetail>;
   statechange: CustomEvent<StateChangeDetail>;
   close: CustomEvent<CloseDetail>;
+  /** The server is draining (shutting down); move to another server by the deadline. */
+  draining: CustomEvent<DrainingDetail>;
   /** P2p rooms only. */
   peerstatechange: CustomEvent<PeerStateChangeDetail>;
 }

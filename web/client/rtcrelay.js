@@ -5,10 +5,13 @@
 //
 // Wire contract (protocol crate, v1):
 //   signaling: JSON text over GET /ws (join, welcome, offer, answer, candidate,
-//              ready, peer_joined, peer_left, error, ping/pong, leave)
+//              ready, peer_joined, peer_left, error, ping/pong, leave,
+//              draining; join.token carries a join token when the server
+//              requires one)
 //   channels:  "realtime" {ordered:false, maxRetransmits:0} and "control"
 //              (reliable, ordered), both opened by the client before the offer
-//   frames:    the server relays [0x01][flags bit0=text][sender u32 BE][payload]
+//   frames:    the server relays [0x01][flags bit0=text][sender u32 BE][payload];
+//              heartbeat [0x04] on control (ignored)
 //   authoritative rooms: the server peer itself sends and receives, unframed
 //              (game frames on realtime, JSON text on control; from = 0);
 //              rtcrelay-game.js speaks that protocol
@@ -34,6 +37,10 @@ const CHANNELS = ['realtime', 'control'];
 const FRAME_RELAYED = 0x01;
 const RELAYED_HEADER_LEN = 6;
 const FLAG_TEXT = 0x01;
+// The server's heartbeat: one binary byte on `control`, in every room kind.
+// It only makes the browser's SCTP stack acknowledge something, which tells
+// the server the client is alive (protocol.md 2.3).
+const FRAME_HEARTBEAT = 0x04;
 // An unreliable lane is for fresh data: once this much is queued in the
 // browser, newer messages are worth more than the backlog, so send() drops.
 const REALTIME_MAX_BUFFERED = 64 * 1024;
@@ -428,6 +435,7 @@ export class RtcRelay extends EventTarget {
         this._wsOpened = true;
         const join = { type: 'join', version: PROTOCOL_VERSION, room: this.room, kind: this.kind, name: this.name };
         if (this._options.capacity !== undefined) join.capacity = this._options.capacity;
+        if (this._options.token !== undefined) join.token = this._options.token;
         this._sendSignal(join);
       };
       ws.onmessage = (event) => {
@@ -514,6 +522,13 @@ export class RtcRelay extends EventTarget {
         this._emit('peerleft', { ...peer, reason: msg.reason });
         // A member we were still connecting to is gone: maybe that was the last.
         if (this.kind === 'p2p') this._maybeReady();
+        break;
+      }
+      case 'draining': {
+        // The server is shutting down: the app should move its players to
+        // another server by the deadline.
+        const deadlineMs = Number.isFinite(msg.deadline_ms) ? msg.deadline_ms : 0;
+        this._emit('draining', { deadlineMs });
         break;
       }
       case 'pong': {
@@ -614,6 +629,8 @@ export class RtcRelay extends EventTarget {
   }
 
   _onChannelMessage(channel, data) {
+    if (channel === 'control' && typeof data !== 'string' && data.byteLength === 1 &&
+        new Uint8Array(data)[0] === FRAME_HEARTBEAT) return;
     if (this.kind === 'authoritative') {
       // The server peer itself talks to us (game frames on realtime, JSON
       // text on control): nothing is relayed, so there is no relay header.

@@ -270,7 +270,10 @@ async fn drive(
                         return client;
                     }
                 }
-                Some(ClientEvent::Closed) | None => closed = true,
+                // A silent server is as good as gone for a game.
+                Some(ClientEvent::Closed | ClientEvent::Disconnected { .. }) | None => {
+                    closed = true;
+                }
                 Some(other) => debug!(event = ?other, "client event ignored"),
             },
             _ = next_tick(&mut ticker) => {

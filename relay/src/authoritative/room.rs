@@ -445,6 +445,11 @@ impl AuthoritativeRoom {
         &self.config
     }
 
+    /// The game says a match is in progress ([`Simulation::in_match`]).
+    pub fn in_match(&self) -> bool {
+        self.sim.in_match()
+    }
+
     /// Players in the room (joined, ready or not).
     pub fn player_count(&self) -> usize {
         self.players.len()

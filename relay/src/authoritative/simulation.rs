@@ -68,6 +68,14 @@ pub trait Simulation: Send + 'static {
     /// The entity that is `player`'s own in snapshots, if any (clients
     /// predict it).
     fn player_entity(&self, player: PeerId) -> Option<u32>;
+
+    /// A match is in progress (e.g. counting down or running, not in the
+    /// lobby or over). The relay counts such rooms
+    /// ([`crate::Relay::active_matches`]) so that a draining server waits
+    /// for them. Games without matches keep the default.
+    fn in_match(&self) -> bool {
+        false
+    }
 }
 
 /// Creates games by name, seeded.

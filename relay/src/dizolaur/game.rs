@@ -896,6 +896,10 @@ impl Simulation for Dizolaur {
     fn player_entity(&self, player: PeerId) -> Option<u32> {
         self.lane_of(player).map(|lane| LANE_ID_BASE + lane as u32)
     }
+
+    fn in_match(&self) -> bool {
+        self.phase.racing()
+    }
 }
 
 fn hash_runner(h: &mut StateHasher, r: &Runner) {

@@ -1088,3 +1088,25 @@ fn a_recorded_match_replays_to_the_same_hashes() {
     }
     assert_ne!(replay(&tampered, &DizolaurFactory).unwrap(), log.hashes);
 }
+
+#[test]
+fn a_match_is_in_progress_from_countdown_to_end_only() {
+    let mut sim = Dizolaur::new(9);
+    sim.add_player(A, "a").unwrap();
+    assert!(!sim.in_match(), "lobby");
+    step(&mut sim, &[]);
+    assert!(!sim.in_match(), "still the lobby");
+    sim.command(A, &json!({"start":{"max_seconds":10}}))
+        .unwrap();
+    assert_eq!(match_fields(&sim)[M_PHASE], PHASE_COUNTDOWN);
+    assert!(sim.in_match(), "countdown");
+    let mut events = Vec::new();
+    to_race(&mut sim, &mut events);
+    assert!(sim.in_match(), "running");
+    while match_fields(&sim)[M_PHASE] != PHASE_ENDED {
+        step(&mut sim, &[]);
+    }
+    assert!(!sim.in_match(), "ended");
+    sim.command(A, &json!({"start":{}})).unwrap();
+    assert!(sim.in_match(), "a second match");
+}

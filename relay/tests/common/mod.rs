@@ -8,7 +8,7 @@ pub use std::collections::HashMap;
 pub use std::net::{SocketAddr, UdpSocket};
 pub use std::time::{Duration, Instant};
 
-pub use rtcrelay_protocol::frame::Relayed;
+pub use rtcrelay_protocol::frame::{is_heartbeat, Relayed};
 pub use rtcrelay_protocol::signaling::ChannelParams;
 pub use rtcrelay_protocol::{PeerId, RoomId, RoomKind};
 pub use rtcrelay_relay::metrics::{ChannelLabel, ReasonLabel};
@@ -38,6 +38,9 @@ pub struct Client {
     pub closed: bool,
     /// UDP datagrams read from its socket.
     pub datagrams_in: u64,
+    /// Heartbeat frames received on `control` (kept out of `received`, as
+    /// a real client drops them).
+    pub heartbeats: u64,
 }
 
 pub fn realtime_config() -> ChannelConfig {
@@ -120,6 +123,7 @@ pub fn new_client(
         session_events: Vec::new(),
         closed: false,
         datagrams_in: 0,
+        heartbeats: 0,
     };
     (client, offer.to_sdp_string(), pending, tx)
 }
@@ -209,7 +213,11 @@ impl Client {
                             .find(|(_, id)| **id == d.id)
                             .map(|(l, _)| l.clone())
                             .unwrap_or_default();
-                        self.received.push((label, d.binary, d.data));
+                        if label == "control" && is_heartbeat(d.binary, &d.data) {
+                            self.heartbeats += 1;
+                        } else {
+                            self.received.push((label, d.binary, d.data));
+                        }
                     }
                     Event::Closed => self.closed = true,
                     _ => {}
@@ -224,6 +232,16 @@ impl Client {
 
     pub fn send(&mut self, label: &str, binary: bool, data: &[u8]) -> bool {
         let id = self.channels[label];
+        if self.rtc.channel(id).is_none() {
+            // Say why: the server's account of the session's end.
+            while let Ok(e) = self.events.try_recv() {
+                self.session_events.push(e);
+            }
+            panic!(
+                "{}: channel {label:?} is gone (session events {:?})",
+                self.name, self.session_events
+            );
+        }
         self.rtc.channel(id).unwrap().write(binary, data).unwrap()
     }
 
@@ -296,11 +314,19 @@ pub fn relayed(m: &RelayMetrics, channel: &'static str) -> u64 {
 }
 
 pub async fn start_relay(shards: usize) -> (Relay, RelayMetrics) {
+    start_relay_with(RelayConfig {
+        shards,
+        ..RelayConfig::default()
+    })
+    .await
+}
+
+/// A relay on 127.0.0.1 (any port) with `config` otherwise.
+pub async fn start_relay_with(config: RelayConfig) -> (Relay, RelayMetrics) {
     let metrics = RelayMetrics::default();
     let config = RelayConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        shards,
-        ..RelayConfig::default()
+        ..config
     };
     (
         Relay::start(config, metrics.clone()).await.unwrap(),
