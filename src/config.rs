@@ -21,6 +21,7 @@ use rtcrelay_netlab::{Lab, LinkConfig, Profiles, Scenario, ScenarioConfig, Scope
 use rtcrelay_protocol::limits::MAX_ROOM_CAPACITY;
 use rtcrelay_protocol::signaling::IceServer;
 use rtcrelay_relay::GameFactory;
+use rtcrelay_turn::config::duration;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -713,49 +714,6 @@ impl Config {
             dead_after: self.signaling.dead_after,
             ..Default::default()
         }
-    }
-}
-
-/// A `Duration` written the humantime way (`"5s"`, `"500ms"`, `"1h"`), or
-/// as an integer number of seconds.
-mod duration {
-    use std::fmt;
-    use std::time::Duration;
-
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&humantime::format_duration(*value))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Duration;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as \"500ms\", \"5s\" or \"1m\"")
-            }
-
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
-                humantime::parse_duration(v.trim()).map_err(|e| {
-                    E::custom(format!(
-                        "{v:?} is not a duration ({e}); write e.g. \"500ms\", \"5s\" or \"1m\""
-                    ))
-                })
-            }
-
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Duration, E> {
-                Ok(Duration::from_secs(v))
-            }
-
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Duration, E> {
-                u64::try_from(v)
-                    .map(Duration::from_secs)
-                    .map_err(|_| E::custom(format!("a duration cannot be negative, got {v}")))
-            }
-        }
-        deserializer.deserialize_any(Visitor)
     }
 }
 

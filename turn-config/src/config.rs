@@ -722,8 +722,10 @@ mod empty_as_none {
 }
 
 /// A `Duration` written the humantime way (`"90s"`, `"10m"`, `"1h 30m"`), or
-/// as an integer number of seconds.
-mod duration {
+/// as an integer number of seconds: `#[serde(with = "duration")]`. The
+/// binary's own config sections use it too, so every duration key of the
+/// config file reads and fails the same way.
+pub mod duration {
     use std::fmt;
     use std::time::Duration;
 
@@ -739,13 +741,13 @@ mod duration {
             type Value = Duration;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as \"90s\", \"10m\" or \"1h\"")
+                f.write_str("a duration such as \"500ms\", \"5s\", \"10m\" or \"1h\"")
             }
 
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
                 humantime::parse_duration(v.trim()).map_err(|e| {
                     E::custom(format!(
-                        "{v:?} is not a duration ({e}); write e.g. \"90s\", \"10m\" or \"1h\""
+                        "{v:?} is not a duration ({e}); write e.g. \"500ms\", \"5s\" or \"1h\""
                     ))
                 })
             }
