@@ -21,7 +21,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use rtcrelay_netlab::{BlackoutWindow, ImpairmentConfig, Lab, LinkConfig, Scope, Setting};
+use rtcrelay_netlab::{Lab, Scope};
 
 const DEAD_AFTER: Duration = Duration::from_secs(1);
 const HEARTBEAT: Duration = Duration::from_millis(200);
@@ -33,21 +33,6 @@ fn short_liveness(lab: Arc<Lab>) -> RelayConfig {
         dead_after: DEAD_AFTER,
         heartbeat_interval: HEARTBEAT,
         ..RelayConfig::default()
-    }
-}
-
-/// Everything dropped, both ways, until cleared.
-fn blackout() -> Setting {
-    let one_way = ImpairmentConfig {
-        blackouts: vec![BlackoutWindow {
-            start: Duration::ZERO,
-            duration: Duration::from_secs(3600),
-        }],
-        ..ImpairmentConfig::default()
-    };
-    Setting {
-        link: Some(LinkConfig::symmetric(one_way)),
-        ..Setting::default()
     }
 }
 

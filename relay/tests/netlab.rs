@@ -22,8 +22,8 @@ use common::*;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use rtcrelay_netlab::{
-    BlackoutWindow, DelayConfig, Distribution, ImpairmentConfig, Lab, LinkConfig, LossConfig,
-    RandomLoss, Scope, ScopeTotals, Setting,
+    DelayConfig, Distribution, ImpairmentConfig, Lab, LinkConfig, LossConfig, RandomLoss, Scope,
+    ScopeTotals, Setting,
 };
 use rtcrelay_protocol::game::control::{Hello, PlayerNetStats, ServerControl};
 use rtcrelay_protocol::game::input::SnapshotAck;
@@ -78,21 +78,6 @@ fn lossy(p: f64, latency_ms: u64, jitter_ms: u64, preserve_order: bool, seed: u6
     Setting {
         link: Some(LinkConfig::symmetric(one_way)),
         seed: Some(seed),
-        ..Setting::default()
-    }
-}
-
-/// Everything dropped, both ways, until cleared.
-fn blackout() -> Setting {
-    let one_way = ImpairmentConfig {
-        blackouts: vec![BlackoutWindow {
-            start: Duration::ZERO,
-            duration: Duration::from_secs(3600),
-        }],
-        ..ImpairmentConfig::default()
-    };
-    Setting {
-        link: Some(LinkConfig::symmetric(one_way)),
         ..Setting::default()
     }
 }

@@ -333,3 +333,20 @@ pub async fn start_relay_with(config: RelayConfig) -> (Relay, RelayMetrics) {
         metrics,
     )
 }
+
+/// A network lab setting that drops everything, both ways, until cleared:
+/// packets stop with no close, as when a player's network goes away.
+pub fn blackout() -> rtcrelay_netlab::Setting {
+    use rtcrelay_netlab::{BlackoutWindow, ImpairmentConfig, LinkConfig, Setting};
+    let one_way = ImpairmentConfig {
+        blackouts: vec![BlackoutWindow {
+            start: Duration::ZERO,
+            duration: Duration::from_secs(3600),
+        }],
+        ..ImpairmentConfig::default()
+    };
+    Setting {
+        link: Some(LinkConfig::symmetric(one_way)),
+        ..Setting::default()
+    }
+}
