@@ -233,6 +233,7 @@ async fn connect_inner(
         name: config.name.clone(),
         capacity: config.capacity,
         token: config.token.clone(),
+        resume: None,
     })?;
 
     let (peer_id, kind, capacity, roster, ice_servers) = loop {

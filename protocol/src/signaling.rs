@@ -56,6 +56,12 @@ pub enum ClientMessage {
         /// travels here or in the `/ws?token=` query string.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        /// Resume token from an earlier `welcome` (see docs/protocol.md,
+        /// "Reconnection"): take back your seat in `room` (same peer id)
+        /// after a lost connection, within the room's grace period. Replaces
+        /// `token`; `kind` must be the room's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<String>,
     },
     /// SDP offer for a session with the server peer.
     Offer { sdp: String },
@@ -100,6 +106,19 @@ pub enum ServerMessage {
         roster: Vec<RosterEntry>,
         /// Pass these to `RTCPeerConnection({ iceServers })`.
         ice_servers: Vec<IceServer>,
+        /// Keep it: after a lost connection, `join` again with
+        /// `resume: resume_token` within `resume_grace_ms` to get this seat
+        /// (and peer id) back. Absent when the room kind has no seats to
+        /// keep (p2p) or the server disabled resume. Each welcome carries a
+        /// new token; an older one no longer works.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_grace_ms: Option<u64>,
+        /// True when this welcome answers a `join` with `resume`: the seat,
+        /// peer id and game state were kept; send a new `offer`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resumed: bool,
     },
     /// The server peer's SDP answer to `offer`.
     Answer {
@@ -124,6 +143,18 @@ pub enum ServerMessage {
     PeerLeft {
         peer_id: PeerId,
         reason: LeaveReason,
+    },
+    /// A member lost its connection; its seat is kept for `grace_ms`
+    /// (then `peer_left` with reason `disconnected`, unless it comes back:
+    /// `peer_back`). Sent to the member itself too when its signaling
+    /// socket is still open but its WebRTC session died: send a new `offer`.
+    PeerAway {
+        peer_id: PeerId,
+        grace_ms: u64,
+    },
+    /// A member that was away resumed its seat.
+    PeerBack {
+        peer_id: PeerId,
     },
     Error {
         code: ErrorCode,
@@ -281,6 +312,14 @@ pub enum ErrorCode {
     Draining,
     /// The server has reached its limit of connections or WebRTC peers.
     ServerFull,
+    /// The resume token is malformed, forged, or was replaced by a newer
+    /// one (each `welcome` issues a new token).
+    ResumeInvalid,
+    /// The resume token expired, or the seat it names was released (the
+    /// grace period ended or the player left): join afresh.
+    ResumeExpired,
+    /// The resume token is for another room.
+    ResumeWrongRoom,
 }
 
 impl ErrorCode {
@@ -314,6 +353,9 @@ impl ErrorCode {
         ErrorCode::TokenWrongRoom,
         ErrorCode::Draining,
         ErrorCode::ServerFull,
+        ErrorCode::ResumeInvalid,
+        ErrorCode::ResumeExpired,
+        ErrorCode::ResumeWrongRoom,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -346,6 +388,9 @@ impl ErrorCode {
             ErrorCode::TokenWrongRoom => "token_wrong_room",
             ErrorCode::Draining => "draining",
             ErrorCode::ServerFull => "server_full",
+            ErrorCode::ResumeInvalid => "resume_invalid",
+            ErrorCode::ResumeExpired => "resume_expired",
+            ErrorCode::ResumeWrongRoom => "resume_wrong_room",
         }
     }
 }
@@ -415,6 +460,7 @@ fn validate(msg: &ClientMessage) -> Result<(), DecodeError> {
             name,
             capacity,
             token,
+            resume,
             ..
         } => {
             if let Err(e) = validate_display_name(name) {
@@ -426,6 +472,14 @@ fn validate(msg: &ClientMessage) -> Result<(), DecodeError> {
             {
                 return invalid(format!(
                     "join: token must be 1 to {MAX_JOIN_TOKEN_BYTES} bytes"
+                ));
+            }
+            if resume
+                .as_ref()
+                .is_some_and(|t| t.is_empty() || t.len() > MAX_JOIN_TOKEN_BYTES)
+            {
+                return invalid(format!(
+                    "join: resume must be 1 to {MAX_JOIN_TOKEN_BYTES} bytes"
                 ));
             }
             if capacity.is_some_and(|c| c == 0 || c > MAX_ROOM_CAPACITY) {
@@ -503,6 +557,7 @@ mod tests {
                 name: "ada".into(),
                 capacity: None,
                 token: None,
+                resume: None,
             }
         );
     }
@@ -559,6 +614,16 @@ mod tests {
             left.to_json(),
             r#"{"type":"peer_left","peer_id":3,"reason":"disconnected"}"#
         );
+        let away = ServerMessage::PeerAway {
+            peer_id: PeerId(3),
+            grace_ms: 30_000,
+        };
+        assert_eq!(
+            away.to_json(),
+            r#"{"type":"peer_away","peer_id":3,"grace_ms":30000}"#
+        );
+        let back = ServerMessage::PeerBack { peer_id: PeerId(3) };
+        assert_eq!(back.to_json(), r#"{"type":"peer_back","peer_id":3}"#);
     }
 
     #[test]

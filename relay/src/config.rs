@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rtcrelay_netlab::Lab;
 
-use crate::authoritative::GameConfig;
+use crate::authoritative::{GameConfig, ResumeRules};
 
 /// What the relay needs to start. The binary fills this from its config file.
 #[derive(Debug, Clone)]
@@ -44,6 +44,10 @@ pub struct RelayConfig {
     /// Datagrams per second one peer may send (burst: one second's worth);
     /// the rest are dropped before any processing and counted. 0 = no limit.
     pub peer_datagram_rate: u32,
+    /// Per room: how long a lost player's seat is kept and what the match
+    /// does meanwhile. Authoritative rooms take their away policy and
+    /// after-grace rule from here (the grace timer runs in signaling).
+    pub resume: ResumeRules,
 }
 
 impl Default for RelayConfig {
@@ -61,6 +65,7 @@ impl Default for RelayConfig {
             heartbeat_interval: Duration::from_secs(1),
             max_peers: 10_000,
             peer_datagram_rate: 2_000,
+            resume: ResumeRules::default(),
         }
     }
 }

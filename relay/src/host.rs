@@ -25,7 +25,7 @@ use crate::config::RelayConfig;
 use crate::liveness::LivenessConfig;
 use crate::metrics::{ReasonLabel, RelayMetrics};
 use crate::routes::{Refused, Routes};
-use crate::session::{SessionAnswer, SessionError, SessionHost, SessionRequest};
+use crate::session::{SeatEnd, SessionAnswer, SessionError, SessionHost, SessionRequest};
 use crate::shard::{lock, Datagram, NewSession, Shard, ShardContext, ShardMsg};
 
 /// Datagrams (and commands) waiting per shard. A full inbox drops datagrams
@@ -116,6 +116,7 @@ impl Relay {
                 realtime_buffer_limit: config.realtime_buffer_limit,
                 games: games.clone(),
                 game: config.game.clone(),
+                resume: config.resume.clone(),
                 game_name: config.game_name.clone(),
                 record_dir: config.record_dir.clone(),
                 netlab: config.netlab.clone(),
@@ -491,9 +492,13 @@ impl SessionHost for Host {
         self.metrics.sessions.inc();
         if !lock(&self.routes).set_ufrag(peer, session, &ufrag) {
             // `close` ran while the offer was being accepted.
-            let _ = self.shards[shard]
-                .send(ShardMsg::Close { peer, session })
-                .await;
+            let msg = ShardMsg::Close {
+                peer,
+                session: Some(session),
+                room: room.clone(),
+                seat: SeatEnd::Keep,
+            };
+            let _ = self.shards[shard].send(msg).await;
             return Err(SessionError::Unavailable(
                 "the session was closed while it was being opened".into(),
             ));
@@ -532,13 +537,21 @@ impl SessionHost for Host {
             .map_err(|_| SessionError::Unavailable("the relay is shutting down".into()))
     }
 
-    async fn close(&self, peer: PeerId) {
+    async fn close(&self, peer: PeerId, room: &RoomId, seat: SeatEnd) {
         let removed = lock(&self.routes).remove(peer, None);
-        if let Some((shard, session)) = removed {
-            let _ = self.shards[shard]
-                .send(ShardMsg::Close { peer, session })
-                .await;
-        }
+        let (shard, session) = match removed {
+            Some((shard, session)) => (shard, Some(session)),
+            // No session: only a kept seat can be left to end.
+            None if seat == SeatEnd::Keep => return,
+            None => (shard_for(room, self.shards.len()), None),
+        };
+        let msg = ShardMsg::Close {
+            peer,
+            session,
+            room: room.clone(),
+            seat,
+        };
+        let _ = self.shards[shard].send(msg).await;
     }
 }
 

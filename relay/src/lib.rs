@@ -42,9 +42,14 @@ mod routes;
 mod shard;
 mod stun;
 
-pub use authoritative::{AuthoritativeRoom, GameConfig, GameFactory, Simulation};
+pub use authoritative::{
+    AfterGrace, AuthoritativeRoom, AwayPolicy, GameConfig, GameFactory, ResumePolicy, ResumeRules,
+    Simulation,
+};
 pub use config::RelayConfig;
 pub use games::BuiltinGames;
 pub use host::Relay;
 pub use metrics::RelayMetrics;
-pub use session::{SessionAnswer, SessionError, SessionEvent, SessionHost, SessionRequest};
+pub use session::{
+    SeatEnd, SessionAnswer, SessionError, SessionEvent, SessionHost, SessionRequest,
+};

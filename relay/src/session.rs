@@ -75,7 +75,24 @@ pub trait SessionHost: Send + Sync + 'static {
         candidate: String,
     ) -> Result<(), SessionError>;
 
-    /// Ends the session (the client left or its WebSocket closed). No
-    /// `Closed` event is sent for a session closed this way.
-    async fn close(&self, peer: PeerId);
+    /// Ends `peer`'s session in `room`, if it has one (no `Closed` event is
+    /// sent for a session closed this way), and does `seat` with its seat.
+    /// A session that ends on its own (dead peer, ICE or DTLS failure, a
+    /// rejected channel) reports `Closed` and keeps its seat, as `Keep`:
+    /// signaling decides later, with another `close`.
+    async fn close(&self, peer: PeerId, room: &RoomId, seat: SeatEnd);
+}
+
+/// What [`SessionHost::close`] does with the player's seat in an
+/// authoritative room (relay rooms keep nothing between sessions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatEnd {
+    /// Kept for a later session of the same peer, which takes it back (its
+    /// game state, pending events, input history). The player is away.
+    Keep,
+    /// The player left: the game removes it.
+    Leave,
+    /// The player's grace period ended: the room's after-grace rule applies
+    /// (forfeit or a bot takes over).
+    GraceOver,
 }

@@ -32,13 +32,13 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::authoritative::{AuthoritativeRoom, GameConfig, GameFactory, RoomOutput};
+use crate::authoritative::{AuthoritativeRoom, GameConfig, GameFactory, ResumeRules, RoomOutput};
 use crate::deadlines::Deadlines;
 use crate::liveness::{Due, Liveness, LivenessConfig};
 use crate::metrics::{ChannelLabel, ReasonLabel, RelayMetrics};
 use crate::room::{check_channel, realtime_has_room, Lane, Rooms};
 use crate::routes::{Route, Routes};
-use crate::session::SessionEvent;
+use crate::session::{SeatEnd, SessionEvent};
 use netlab::{PeerPath, ShardLab};
 
 /// A session that is not Ready this long after its answer is closed. An
@@ -61,9 +61,13 @@ pub(crate) enum ShardMsg {
         session: u64,
         candidate: Candidate,
     },
+    /// Ends `peer`'s session `session` (if it is the current one) and does
+    /// `seat` with its seat in `room` (also when it has no session).
     Close {
         peer: PeerId,
-        session: u64,
+        session: Option<u64>,
+        room: RoomId,
+        seat: SeatEnd,
     },
     Shutdown,
 }
@@ -96,6 +100,8 @@ pub(crate) struct ShardContext {
     pub realtime_buffer_limit: usize,
     pub games: Arc<dyn GameFactory>,
     pub game: GameConfig,
+    /// Per room: the away policy and after-grace rule its game follows.
+    pub resume: ResumeRules,
     /// The game authoritative rooms run.
     pub game_name: String,
     pub record_dir: Option<std::path::PathBuf>,
@@ -141,6 +147,9 @@ struct Peer {
     impaired: Option<Box<PeerPath>>,
     /// Last datagram heard, last channel write; enforced once ready.
     liveness: Liveness,
+    /// What its end does with its seat: `Keep` unless signaling said
+    /// otherwise (a session that ends on its own keeps it).
+    seat_end: SeatEnd,
 }
 
 fn lane_index(lane: Lane) -> usize {
@@ -395,11 +404,23 @@ impl Shard {
                     }
                 }
             }
-            ShardMsg::Close { peer: id, session } => {
-                if let Some(peer) = self.peers.get_mut(&id) {
-                    if peer.session == session {
+            ShardMsg::Close {
+                peer: id,
+                session,
+                room,
+                seat,
+            } => {
+                let live = self
+                    .peers
+                    .get_mut(&id)
+                    .filter(|p| session.is_none_or(|s| p.session == s));
+                match live {
+                    Some(peer) => {
+                        peer.seat_end = seat;
                         end(&mut self.ending, id, peer, End::Quiet);
                     }
+                    // No session: the seat of an away player.
+                    None => self.end_seat(id, &room, seat, Instant::now()),
                 }
             }
             ShardMsg::Shutdown => return true,
@@ -430,12 +451,16 @@ impl Shard {
             // Signaling opens no server sessions for p2p rooms (their members
             // connect to each other); were one opened, it would just relay.
             RoomKind::Relay | RoomKind::P2p => None,
-            RoomKind::Authoritative => match self.seat(&s.room, s.peer, &s.name, now) {
-                Ok(key) => Some(key),
-                Err(reason) => {
-                    refused = Some(reason);
-                    None
-                }
+            // A peer whose seat was kept takes it back.
+            RoomKind::Authoritative => match self.reseat(&s.room, s.peer, now) {
+                Some(key) => Some(key),
+                None => match self.seat(&s.room, s.peer, &s.name, now) {
+                    Ok(key) => Some(key),
+                    Err(reason) => {
+                        refused = Some(reason);
+                        None
+                    }
+                },
             },
         };
         let impaired = self.lab.path_for(s.peer, &s.room, now);
@@ -453,6 +478,7 @@ impl Shard {
             end: None,
             impaired,
             liveness: Liveness::new(now),
+            seat_end: SeatEnd::Keep,
         };
         if let Some(reason) = refused {
             end(&mut self.ending, s.peer, &mut peer, closed(reason));
@@ -486,13 +512,13 @@ impl Shard {
                     })?;
                 let key = self.next_game_key;
                 self.next_game_key += 1;
-                let game = AuthoritativeRoom::new(
-                    sim,
-                    seed,
-                    self.ctx.game.clone(),
-                    self.ctx.metrics.clone(),
-                    now,
-                );
+                let policy = self.ctx.resume.for_room(room);
+                let config = GameConfig {
+                    away: policy.away,
+                    after_grace: policy.after_grace,
+                    ..self.ctx.game.clone()
+                };
+                let game = AuthoritativeRoom::new(sim, seed, config, self.ctx.metrics.clone(), now);
                 info!(%room, game = %self.ctx.game_name, seed, "authoritative room created");
                 self.games.insert(key, game);
                 self.game_keys.insert(room.clone(), key);
@@ -508,6 +534,35 @@ impl Shard {
             return Err(format!("the game refused to seat you: {reason}"));
         }
         Ok(key)
+    }
+
+    /// The key of `room`'s game if `peer` has a kept seat there, which it
+    /// now takes back.
+    fn reseat(&mut self, room: &RoomId, peer: PeerId, now: Instant) -> Option<u64> {
+        let key = *self.game_keys.get(room)?;
+        let game = self.games.get_mut(&key)?;
+        if !game.rejoin(peer, now) {
+            return None;
+        }
+        info!(%peer, %room, "seat taken back");
+        Some(key)
+    }
+
+    /// Does `seat` with `peer`'s seat in `room`'s game, if it has one.
+    fn end_seat(&mut self, peer: PeerId, room: &RoomId, seat: SeatEnd, now: Instant) {
+        let Some(&key) = self.game_keys.get(room) else {
+            return;
+        };
+        let Some(game) = self.games.get_mut(&key) else {
+            return;
+        };
+        match seat {
+            SeatEnd::Keep => game.away(peer, now),
+            SeatEnd::Leave => game.leave(peer, now),
+            SeatEnd::GraceOver => game.release(peer, now),
+        }
+        self.drain_game(key, now);
+        self.drop_game_if_empty(room, key);
     }
 
     fn drop_game_if_empty(&mut self, room: &RoomId, key: u64) {
@@ -839,13 +894,8 @@ impl Shard {
             return;
         };
         self.rooms.leave(&peer.room, id);
-        if let Some(key) = peer.game {
-            let now = Instant::now();
-            if let Some(game) = self.games.get_mut(&key) {
-                game.leave(id, now);
-            }
-            self.drain_game(key, now);
-            self.drop_game_if_empty(&peer.room, key);
+        if peer.game.is_some() {
+            self.end_seat(id, &peer.room, peer.seat_end, Instant::now());
         }
         self.deadlines.remove(id);
         if let Some(path) = peer.impaired.take() {

@@ -300,7 +300,7 @@ async fn offers_beyond_max_peers_are_refused_with_server_full() {
     assert!(got);
 
     // One leaves: there is room again.
-    host.close(PeerId(1)).await;
+    host.close(PeerId(1), &room("r1"), SeatEnd::Leave).await;
     let (_c, request) = offer(3);
     assert!(host.open(request).await.is_ok());
     let (_d, request) = offer(4);
@@ -362,7 +362,7 @@ async fn active_matches_counts_a_running_dizolaur_match_until_it_ends() {
     ));
     let running = pump(&mut [&mut a], |_| relay.active_matches() == 1).await;
     assert!(running);
-    host.close(PeerId(1)).await;
+    host.close(PeerId(1), &room("g1"), SeatEnd::Leave).await;
     let gone = pump(&mut [&mut a], |_| relay.active_matches() == 0).await;
     assert!(gone, "a closed room's match no longer counts");
     relay.shutdown().await;

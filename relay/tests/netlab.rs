@@ -661,7 +661,8 @@ async fn a_four_player_match_under_loss_and_jitter_ends_the_same_for_all() {
 
     // Leaving closes the room, which writes its match log: it replays.
     for p in &players {
-        host.close(p.client.peer).await;
+        host.close(p.client.peer, &room("dino"), SeatEnd::Leave)
+            .await;
     }
     let log = tokio::time::timeout(LONG_PATIENCE, async {
         loop {

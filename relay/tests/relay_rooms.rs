@@ -158,7 +158,7 @@ async fn relays_between_members_of_a_room_only() {
     assert_eq!(m.peers_connected.get(), 2);
 
     // close() from signaling: no event, and b is out of the room.
-    host.close(PeerId(2)).await;
+    host.close(PeerId(2), &room("r1"), SeatEnd::Leave).await;
     let before = relayed(&m, "control");
     assert!(a.send("control", false, b"anyone?"));
     settle(&mut [&mut a, &mut b], 50).await;
@@ -301,8 +301,8 @@ async fn session_host_errors() {
         .unwrap_err();
     assert!(matches!(err, SessionError::BadCandidate(_)), "{err}");
 
-    host.close(PeerId(1)).await;
-    host.close(PeerId(1)).await; // twice is harmless
+    host.close(PeerId(1), &room("r"), SeatEnd::Leave).await;
+    host.close(PeerId(1), &room("r"), SeatEnd::Leave).await; // twice is harmless
     assert_eq!(
         host.add_remote_candidate(PeerId(1), ok.into()).await,
         Err(SessionError::NoSession(PeerId(1)))

@@ -22,7 +22,7 @@ use rtcrelay_protocol::signaling::{
 use rtcrelay_protocol::{
     ClientMessage, ErrorCode, PeerId, RoomId, RoomKind, ServerMessage, PROTOCOL_VERSION,
 };
-use rtcrelay_relay::{SessionError, SessionEvent, SessionRequest};
+use rtcrelay_relay::{SeatEnd, SessionError, SessionEvent, SessionRequest};
 use tokio::sync::{mpsc, Notify};
 
 use crate::auth::{AuthMode, VerifiedPlayer};
@@ -370,6 +370,7 @@ impl Session {
                 name,
                 capacity,
                 token,
+                resume: _,
             } => self.join(version, room, kind, name, capacity, token).await,
             ClientMessage::Offer { sdp } => self.offer(sdp).await,
             ClientMessage::Candidate { candidate, .. } => self.candidate(candidate).await,
@@ -493,6 +494,9 @@ impl Session {
             capacity: joined.capacity,
             roster: joined.roster,
             ice_servers: self.state.config.ice_servers_for(self.peer),
+            resume_token: None,
+            resume_grace_ms: None,
+            resumed: false,
         };
         let flow = self.send(&welcome).await;
         self.broadcast(
@@ -704,7 +708,7 @@ impl Session {
             return;
         };
         if membership.webrtc.is_some() {
-            self.state.relay.close(self.peer).await;
+            self.state.relay.close(self.peer, &membership.room, SeatEnd::Leave).await;
         }
         let Some(left) = self.state.rooms.leave(&membership.room, self.peer) else {
             return;

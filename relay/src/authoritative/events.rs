@@ -121,6 +121,26 @@ impl ReliableEvents {
         n
     }
 
+    /// Appends every event `peer` has not acknowledged (in id order) to
+    /// `out`, as sent at `now`: for a player whose new session just opened.
+    /// Returns how many.
+    pub fn resend_all(
+        &mut self,
+        peer: PeerId,
+        now: Instant,
+        out: &mut Vec<(PeerId, Arc<str>)>,
+    ) -> usize {
+        let Some(pending) = self.pending.get_mut(&peer) else {
+            return 0;
+        };
+        for p in pending.values_mut() {
+            out.push((peer, p.text.clone()));
+            p.backoff = FIRST_RETRANSMIT;
+            p.resend_at = now + FIRST_RETRANSMIT;
+        }
+        pending.len()
+    }
+
     /// The earliest retransmission, if any is pending.
     pub fn next_timeout(&self) -> Option<Instant> {
         self.pending

@@ -78,6 +78,18 @@ pub enum LogEntry {
         input_tick: u32,
         input: InputBytes,
     },
+    /// `Simulation::set_paused(paused)` (the `pause` away policy).
+    Paused {
+        tick: u32,
+        paused: bool,
+    },
+    /// `Simulation::replace_with_bot(peer)` returned true: a bot plays the
+    /// seat of `peer`, who stays out of the room from then on. (When it
+    /// returns false the room logs a `Leave`.)
+    BotTakeover {
+        tick: u32,
+        peer: PeerId,
+    },
 }
 
 impl LogEntry {
@@ -87,7 +99,9 @@ impl LogEntry {
             LogEntry::Join { tick, .. }
             | LogEntry::Leave { tick, .. }
             | LogEntry::Command { tick, .. }
-            | LogEntry::Input { tick, .. } => *tick,
+            | LogEntry::Input { tick, .. }
+            | LogEntry::Paused { tick, .. }
+            | LogEntry::BotTakeover { tick, .. } => *tick,
         }
     }
 }
@@ -273,6 +287,15 @@ pub fn replay(log: &MatchLog, factory: &dyn GameFactory) -> Result<Vec<u64>, Str
             }
             LogEntry::Leave { peer, .. } => {
                 sim.remove_player(*peer);
+                current.remove(peer);
+            }
+            LogEntry::Paused { paused, .. } => sim.set_paused(*paused),
+            LogEntry::BotTakeover { peer, .. } => {
+                if !sim.replace_with_bot(*peer) {
+                    return Err(format!(
+                        "entry {i}: the game has no bot to take {peer}'s seat"
+                    ));
+                }
                 current.remove(peer);
             }
             LogEntry::Command { peer, command, .. } => {

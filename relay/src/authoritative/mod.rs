@@ -10,6 +10,8 @@
 //! - [`events`]: critical events, retransmitted until acknowledged.
 //! - [`netstats`]: per-player RTT, jitter and loss.
 //! - [`log`]: the match log (seed + accepted inputs) and its replay.
+//! - [`resume`]: the rules for players who lost their connection (grace
+//!   period, away policy, what happens to the seat after).
 //! - [`room`]: [`AuthoritativeRoom`], which ties them together; the shard
 //!   drives it with bytes and `now`.
 
@@ -18,11 +20,13 @@ pub mod events;
 pub mod inputs;
 pub mod log;
 pub mod netstats;
+pub mod resume;
 pub mod room;
 pub mod simulation;
 pub mod snapshots;
 
 pub use clock::TickClock;
 pub use log::{replay, MatchLog};
+pub use resume::{AfterGrace, AwayPolicy, ResumePolicy, ResumeRules};
 pub use room::{AuthoritativeRoom, GameConfig, RoomOutput};
 pub use simulation::{GameFactory, Simulation, StateHasher};

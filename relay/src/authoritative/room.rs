@@ -31,6 +31,7 @@ use super::events::ReliableEvents;
 use super::inputs::{check_datagram, InputBuffer, InputOutcome, HISTORY_TICKS};
 use super::log::{InputBytes, LogEntry, MatchLog};
 use super::netstats::NetStats;
+use super::resume::{AfterGrace, AwayPolicy};
 use super::simulation::Simulation;
 use super::snapshots::{ClientSnapshots, SnapshotKind};
 use crate::metrics::{OutcomeLabel, RelayMetrics, SnapshotKindLabel};
@@ -49,6 +50,10 @@ pub struct GameConfig {
     pub stats_interval: Duration,
     /// Largest snapshot frame (default and maximum 1,200 bytes).
     pub max_snapshot_bytes: usize,
+    /// While a player is away (connection lost, seat kept).
+    pub away: AwayPolicy,
+    /// When an away player's grace period ends ([`AuthoritativeRoom::release`]).
+    pub after_grace: AfterGrace,
 }
 
 impl Default for GameConfig {
@@ -59,6 +64,8 @@ impl Default for GameConfig {
             max_input_lead: 60,
             stats_interval: Duration::from_secs(1),
             max_snapshot_bytes: rtcrelay_protocol::limits::MAX_REALTIME_MESSAGE_BYTES,
+            away: AwayPolicy::default(),
+            after_grace: AfterGrace::default(),
         }
     }
 }
@@ -85,6 +92,8 @@ impl GameConfig {
                 SNAPSHOT_HEADER_LEN + 2,
                 rtcrelay_protocol::limits::MAX_REALTIME_MESSAGE_BYTES,
             ),
+            away: self.away,
+            after_grace: self.after_grace,
         }
     }
 }
@@ -102,6 +111,9 @@ pub enum RoomOutput {
 struct Player {
     /// Channels open: it gets outputs.
     ready: bool,
+    /// Its session ended on its own; the seat is kept until it comes back
+    /// (`rejoin`) or signaling releases it (`release`, `leave`).
+    away: bool,
     inputs: InputBuffer,
     snapshots: ClientSnapshots,
     net: NetStats,
@@ -182,6 +194,8 @@ pub struct AuthoritativeRoom {
     frame: Vec<u8>,
     step_events: Vec<serde_json::Value>,
     retransmits: Vec<(PeerId, Arc<str>)>,
+    /// `Simulation::set_paused(true)` is in force (the `pause` away policy).
+    paused: bool,
 }
 
 impl AuthoritativeRoom {
@@ -218,6 +232,7 @@ impl AuthoritativeRoom {
             frame: Vec::new(),
             step_events: Vec::new(),
             retransmits: Vec::new(),
+            paused: false,
         }
     }
 
@@ -245,6 +260,7 @@ impl AuthoritativeRoom {
             peer,
             Player {
                 ready: false,
+                away: false,
                 inputs,
                 snapshots: ClientSnapshots::new(),
                 net: NetStats::new(now),
@@ -266,6 +282,7 @@ impl AuthoritativeRoom {
             return;
         }
         player.ready = true;
+        player.away = false;
         let hello = ServerControl::Hello(Hello {
             game: self.sim.game().to_owned(),
             tick_rate: self.config.tick_rate,
@@ -278,9 +295,51 @@ impl AuthoritativeRoom {
             entity: self.sim.player_entity(peer),
         });
         self.send_control(peer, &hello);
+        // A player back from a lost connection gets every event it has not
+        // acknowledged, in order, right after `hello`.
+        let mut resend = std::mem::take(&mut self.retransmits);
+        let n = self.events.resend_all(peer, now, &mut resend);
+        self.metrics.game.events_retransmitted.inc_by(n as u64);
+        for (peer, text) in resend.drain(..) {
+            self.outputs.push_back(RoomOutput::Control {
+                peer,
+                text: text.to_string(),
+            });
+        }
+        self.retransmits = resend;
     }
 
-    /// The player left or was disconnected.
+    /// The player's session ended on its own (connection lost): its seat,
+    /// game state, input history and unacknowledged events are kept, and
+    /// the match goes on by the room's [`AwayPolicy`]. Ends with `rejoin`
+    /// (a new session), `release` (grace period over) or `leave`.
+    pub fn away(&mut self, peer: PeerId, _now: Instant) {
+        let Some(player) = self.players.get_mut(&peer) else {
+            return;
+        };
+        player.ready = false;
+        player.away = true;
+        self.update_pause();
+    }
+
+    /// A new session of `peer` takes its seat back: its next snapshot is a
+    /// full one (a new baseline), and once `ready` it gets `hello` and its
+    /// pending events. Its input buffer is kept, so an input it sends again
+    /// is never applied twice. False when `peer` has no seat here.
+    pub fn rejoin(&mut self, peer: PeerId, now: Instant) -> bool {
+        let Some(player) = self.players.get_mut(&peer) else {
+            return false;
+        };
+        player.ready = false;
+        player.away = false;
+        player.snapshots = ClientSnapshots::new();
+        player.net = NetStats::new(now);
+        self.update_pause();
+        true
+    }
+
+    /// The player left (or was disconnected without a kept seat): the game
+    /// removes it.
     pub fn leave(&mut self, peer: PeerId, _now: Instant) {
         if self.players.remove(&peer).is_none() {
             return;
@@ -290,6 +349,49 @@ impl AuthoritativeRoom {
         self.log.push(LogEntry::Leave {
             tick: self.next_tick(),
             peer,
+        });
+        self.update_pause();
+    }
+
+    /// An away player's grace period ended: by the room's [`AfterGrace`]
+    /// rule a bot takes its seat (if the game has bots) or it forfeits.
+    pub fn release(&mut self, peer: PeerId, now: Instant) {
+        if !self.players.contains_key(&peer) {
+            return;
+        }
+        if self.config.after_grace == AfterGrace::Bot && self.sim.replace_with_bot(peer) {
+            self.players.remove(&peer);
+            self.events.remove_peer(peer);
+            self.log.push(LogEntry::BotTakeover {
+                tick: self.next_tick(),
+                peer,
+            });
+            self.update_pause();
+            return;
+        }
+        self.leave(peer, now);
+    }
+
+    /// Players whose seat is kept while their connection is lost.
+    pub fn away_count(&self) -> usize {
+        self.players.values().filter(|p| p.away).count()
+    }
+
+    /// Pauses the game while the `pause` policy applies (a match is running
+    /// and someone is away), resumes it when no longer. Logged, so a replay
+    /// pauses at the same ticks.
+    fn update_pause(&mut self) {
+        let want = self.config.away == AwayPolicy::Pause
+            && self.sim.in_match()
+            && self.players.values().any(|p| p.away);
+        if want == self.paused {
+            return;
+        }
+        self.paused = want;
+        self.sim.set_paused(want);
+        self.log.push(LogEntry::Paused {
+            tick: self.next_tick(),
+            paused: want,
         });
     }
 
@@ -400,6 +502,10 @@ impl AuthoritativeRoom {
         let n = self.events.poll_retransmits(now, &mut retransmits);
         self.metrics.game.events_retransmitted.inc_by(n as u64);
         for (peer, text) in retransmits.drain(..) {
+            // An away player gets them all when it is back (`ready`).
+            if !self.players.get(&peer).is_some_and(|p| p.ready) {
+                continue;
+            }
             self.outputs.push_back(RoomOutput::Control {
                 peer,
                 text: text.to_string(),
@@ -503,8 +609,15 @@ impl AuthoritativeRoom {
 
         let mut step_events = std::mem::take(&mut self.step_events);
         for event in step_events.drain(..) {
+            // Away players keep theirs pending for when they are back.
+            let away = self
+                .players
+                .iter()
+                .filter(|(_, p)| p.away)
+                .map(|(&peer, _)| peer);
             let ready = self.ready_peers();
-            let (_, text) = self.events.push(tick, event, ready.iter().copied(), now);
+            let recipients = ready.iter().copied().chain(away);
+            let (_, text) = self.events.push(tick, event, recipients, now);
             for peer in ready {
                 self.outputs.push_back(RoomOutput::Control {
                     peer,
@@ -514,6 +627,8 @@ impl AuthoritativeRoom {
         }
         self.step_events = step_events;
 
+        // A match that ended (or started) while someone is away.
+        self.update_pause();
         if self.clock.is_snapshot_tick(tick) && self.players.values().any(|p| p.ready) {
             self.sim.snapshot(&mut self.world);
             self.snapshot_due = Some(tick);
@@ -1321,6 +1436,7 @@ mod tests {
             max_input_lead: 0,
             stats_interval: Duration::ZERO,
             max_snapshot_bytes: 1,
+            ..GameConfig::default()
         }
         .sanitized();
         assert_eq!(c.tick_rate, 1);

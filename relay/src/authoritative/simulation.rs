@@ -76,6 +76,24 @@ pub trait Simulation: Send + 'static {
     fn in_match(&self) -> bool {
         false
     }
+
+    /// Freeze (true) or unfreeze (false) the match. The room calls it when
+    /// its away policy is `pause` and a player of a running match lost its
+    /// connection, and again when every such player is back or replaced.
+    /// While paused, `step()` still advances `tick()` by one, but nothing in
+    /// the match moves (timers included), so the clients' tick clocks stay
+    /// in step with the server. Games without a pause ignore it (the match
+    /// goes on with the away player's last input repeated).
+    fn set_paused(&mut self, _paused: bool) {}
+
+    /// The room's rule after the grace period is `bot`: `player` did not
+    /// come back, so a bot takes over its seat for the rest of the match
+    /// (the room stops calling `apply_input` for it). False: the game has no
+    /// bots, or none can take this seat; the room then calls
+    /// `remove_player` (the player forfeits).
+    fn replace_with_bot(&mut self, _player: PeerId) -> bool {
+        false
+    }
 }
 
 /// Creates games by name, seeded.

@@ -13,7 +13,8 @@ pub use rtcrelay_protocol::signaling::ChannelParams;
 pub use rtcrelay_protocol::{PeerId, RoomId, RoomKind};
 pub use rtcrelay_relay::metrics::{ChannelLabel, ReasonLabel};
 pub use rtcrelay_relay::{
-    Relay, RelayConfig, RelayMetrics, SessionError, SessionEvent, SessionHost, SessionRequest,
+    Relay, RelayConfig, RelayMetrics, SeatEnd, SessionError, SessionEvent, SessionHost,
+    SessionRequest,
 };
 pub use str0m::change::{SdpAnswer, SdpPendingOffer};
 pub use str0m::channel::{ChannelConfig, ChannelId, Reliability};
@@ -41,6 +42,11 @@ pub struct Client {
     /// Heartbeat frames received on `control` (kept out of `received`, as
     /// a real client drops them).
     pub heartbeats: u64,
+}
+
+/// `RoomId` from a literal.
+pub fn room(id: &str) -> RoomId {
+    RoomId::try_from(id).unwrap()
 }
 
 pub fn realtime_config() -> ChannelConfig {
