@@ -10,7 +10,9 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use rtcrelay_protocol::signaling::ChannelParams;
 use rtcrelay_protocol::{PeerId, RoomId, RoomKind};
-use rtcrelay_relay::{SessionAnswer, SessionError, SessionEvent, SessionHost, SessionRequest};
+use rtcrelay_relay::{
+    SeatEnd, SessionAnswer, SessionError, SessionEvent, SessionHost, SessionRequest,
+};
 use rtcrelay_signaling::{AppState, SignalingConfig};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,6 +53,8 @@ struct Calls {
     events: HashMap<PeerId, mpsc::UnboundedSender<SessionEvent>>,
     candidates: Vec<(PeerId, String)>,
     closes: Vec<PeerId>,
+    /// What each close did with the seat.
+    seat_ends: Vec<(PeerId, SeatEnd)>,
 }
 
 #[derive(Default)]
@@ -120,8 +124,10 @@ impl SessionHost for MockRelay {
         Ok(())
     }
 
-    async fn close(&self, peer: PeerId) {
-        self.calls().closes.push(peer);
+    async fn close(&self, peer: PeerId, _room: &RoomId, seat: SeatEnd) {
+        let mut calls = self.calls();
+        calls.closes.push(peer);
+        calls.seat_ends.push((peer, seat));
     }
 }
 
