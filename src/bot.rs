@@ -31,7 +31,8 @@ use clap::{Args, ValueEnum};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rtcrelay_client::{
-    ClientConfig, ClientError, Entity, GameClient, GameCore, GameEvent, Predictor, WorldState,
+    ClientConfig, ClientError, ClientEvent, Entity, GameClient, GameCore, GameEvent, Predictor,
+    WorldState,
 };
 use rtcrelay_relay::dizolaur::{
     bot_input, predict_player, LANE_COUNT, LANE_ID_BASE, MATCH_ID, MAX_MAX_SECONDS,
@@ -291,6 +292,7 @@ struct Live {
     snapshots: AtomicU64,
     errors: AtomicU64,
     rejoins: AtomicU64,
+    resumes: AtomicU64,
 }
 
 /// Per room: a match has started there (for `--matches once`).
@@ -462,10 +464,11 @@ async fn progress(live: Arc<Live>, clients: usize, start: Instant) {
             format!("{rate:.0}")
         };
         eprintln!(
-            "t={}s connected {}/{clients} snapshots {rate}/s rejoins {} errors {}",
+            "t={}s connected {}/{clients} snapshots {rate}/s rejoins {} resumes {} errors {}",
             start.elapsed().as_secs(),
             live.connected.load(Ordering::Relaxed),
             live.rejoins.load(Ordering::Relaxed),
+            live.resumes.load(Ordering::Relaxed),
             live.errors.load(Ordering::Relaxed),
         );
     }
@@ -498,6 +501,8 @@ fn connect_error_kind(e: &ClientError) -> String {
         ClientError::Protocol(_) => "connect_protocol".into(),
         ClientError::Timeout(_) => "connect_timeout".into(),
         ClientError::Closed => "connect_closed".into(),
+        ClientError::Reconnecting => "connect_reconnecting".into(),
+        ClientError::NotInRoom => "connect_not_in_room".into(),
     }
 }
 
@@ -697,8 +702,18 @@ impl Session<'_> {
                         tally.error(format!("server_error:{code}"));
                         self.live.errors.fetch_add(1, Ordering::Relaxed);
                     }
+                    Some(GameEvent::Connection(ClientEvent::Resumed { .. })) => {
+                        tally.resumes += 1;
+                        self.live.resumes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(GameEvent::Connection(ClientEvent::ResumeFailed { code, .. })) => {
+                        tally.resume_failures += 1;
+                        let why = code.map_or("grace_over", |c| c.as_str());
+                        tally.error(format!("resume_failed:{why}"));
+                        self.live.errors.fetch_add(1, Ordering::Relaxed);
+                    }
                     Some(GameEvent::Closed) | None => break Ended::Closed,
-                    Some(GameEvent::Hello(_) | GameEvent::Stats { .. }) => {}
+                    Some(GameEvent::Hello(_) | GameEvent::Stats { .. } | GameEvent::Connection(_)) => {}
                 },
                 _ = sample.tick() => {
                     let net = game.net_stats();

@@ -47,6 +47,160 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The process as a whole: how it stops.
     pub server: ServerConfig,
+    /// Reconnection: how long a lost player's seat is kept, and what the
+    /// match does meanwhile.
+    pub resume: ResumeConfig,
+}
+
+/// `[resume]`. `Debug` never shows the secret.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResumeConfig {
+    /// How long a player that lost its connection keeps its seat. 0: no
+    /// resume (seats are released at once).
+    #[serde(with = "duration")]
+    pub grace: Duration,
+    /// `repeat` (the match goes on with the player's last input) or
+    /// `pause` (the game freezes the match until it is back).
+    pub away: rtcrelay_relay::AwayPolicy,
+    /// `forfeit` or `bot` (a server bot plays the seat).
+    pub after_grace: rtcrelay_relay::AfterGrace,
+    /// A resume token's lifetime.
+    #[serde(with = "duration")]
+    pub token_ttl: Duration,
+    /// HMAC key of resume tokens (at least 32 bytes). Empty: a random key
+    /// per process (tokens then work on this process only, where the seats
+    /// are).
+    pub secret: String,
+    /// Per-room rules by room-id prefix; the first match wins.
+    pub rooms: Vec<RoomResumeConfig>,
+}
+
+/// `[[resume.rooms]]`: the rules of rooms whose id starts with `prefix`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomResumeConfig {
+    pub prefix: String,
+    #[serde(with = "duration")]
+    pub grace: Duration,
+    #[serde(default)]
+    pub away: rtcrelay_relay::AwayPolicy,
+    #[serde(default)]
+    pub after_grace: rtcrelay_relay::AfterGrace,
+}
+
+/// Longest grace period: a seat kept longer blocks a match for everyone.
+const MAX_RESUME_GRACE: Duration = Duration::from_secs(600);
+
+impl Default for ResumeConfig {
+    fn default() -> Self {
+        let policy = rtcrelay_relay::ResumePolicy::default();
+        ResumeConfig {
+            grace: policy.grace,
+            away: policy.away,
+            after_grace: policy.after_grace,
+            token_ttl: Duration::from_secs(6 * 3600),
+            secret: String::new(),
+            rooms: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for ResumeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResumeConfig")
+            .field("grace", &self.grace)
+            .field("away", &self.away)
+            .field("after_grace", &self.after_grace)
+            .field("token_ttl", &self.token_ttl)
+            .field(
+                "secret",
+                &if self.secret.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("rooms", &self.rooms)
+            .finish()
+    }
+}
+
+impl ResumeConfig {
+    /// The rules, as relay and signaling take them.
+    pub fn rules(&self) -> rtcrelay_relay::ResumeRules {
+        rtcrelay_relay::ResumeRules {
+            default: rtcrelay_relay::ResumePolicy {
+                grace: self.grace,
+                away: self.away,
+                after_grace: self.after_grace,
+            },
+            rooms: self
+                .rooms
+                .iter()
+                .map(|r| {
+                    let policy = rtcrelay_relay::ResumePolicy {
+                        grace: r.grace,
+                        away: r.away,
+                        after_grace: r.after_grace,
+                    };
+                    (r.prefix.clone(), policy)
+                })
+                .collect(),
+        }
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        let graces = std::iter::once(("resume.grace".to_string(), self.grace)).chain(
+            self.rooms
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("resume.rooms[{i}].grace"), r.grace)),
+        );
+        for (key, grace) in graces {
+            if grace > MAX_RESUME_GRACE {
+                problems.push(format!(
+                    "key `{key}`: at most {}, got {}",
+                    humantime::format_duration(MAX_RESUME_GRACE),
+                    humantime::format_duration(grace)
+                ));
+            }
+        }
+        for (i, room) in self.rooms.iter().enumerate() {
+            if room.prefix.is_empty() {
+                problems.push(format!(
+                    "key `resume.rooms[{i}].prefix`: must not be empty (use resume.grace etc. \
+                     for every room)"
+                ));
+            }
+        }
+        if self.token_ttl < Duration::from_secs(60) {
+            problems.push(format!(
+                "key `resume.token_ttl`: must be at least 1m, got {}",
+                humantime::format_duration(self.token_ttl)
+            ));
+        }
+        let min = rtcrelay_signaling::auth::MIN_SECRET_BYTES;
+        if !self.secret.is_empty() && self.secret.len() < min {
+            problems.push(format!(
+                "key `resume.secret`: must be at least {min} bytes (e.g. `openssl rand -hex 32`), \
+                 or empty for a random key"
+            ));
+        }
+    }
+
+    /// Signaling's resume settings.
+    pub fn signaling(&self) -> rtcrelay_signaling::ResumeConfig {
+        rtcrelay_signaling::ResumeConfig {
+            rules: self.rules(),
+            key: if self.secret.is_empty() {
+                rtcrelay_signaling::ResumeKey::random()
+            } else {
+                rtcrelay_signaling::ResumeKey::new(&self.secret)
+            },
+            token_ttl: self.token_ttl,
+        }
+    }
 }
 
 /// `[auth]`. `Debug` never shows the secrets.
@@ -503,8 +657,9 @@ impl Config {
         }
     }
 
-    /// `[auth]`, `[limits]`, `[server]` and the liveness keys.
+    /// `[auth]`, `[limits]`, `[server]`, `[resume]` and the liveness keys.
     fn validate_issue6(&self, problems: &mut Vec<String>) {
+        self.resume.validate(problems);
         use rtcrelay_signaling::auth::MIN_SECRET_BYTES;
         let auth = &self.auth;
         if auth.mode == rtcrelay_signaling::AuthMode::Token && auth.secrets.is_empty() {
@@ -594,6 +749,7 @@ impl Config {
             },
             game_name: self.game.name.clone(),
             record_dir: self.game.record_dir.clone(),
+            resume: self.resume.rules(),
             ..Default::default()
         }
     }
@@ -712,6 +868,7 @@ impl Config {
             },
             heartbeat_interval: self.signaling.heartbeat_interval,
             dead_after: self.signaling.dead_after,
+            resume: self.resume.signaling(),
             ..Default::default()
         }
     }

@@ -99,6 +99,9 @@ fn bots_play_churn_and_report_without_errors() {
     assert_eq!(report["errors"]["total"], 0, "{context}");
     assert_eq!(report["passed"], true, "{context}");
     assert_eq!(report["events"]["lost"], 0, "{context}");
+    // Churn leaves in order: nobody lost a connection to resume.
+    assert_eq!(report["resumes"]["ok"], 0, "{context}");
+    assert_eq!(report["resumes"]["failed"], 0, "{context}");
     // Churn every 2 to 6 s in 10 s: every bot rejoins at least once unless
     // its first session was long and its dial late; most do.
     let rejoins = report["rejoins"].as_u64().unwrap();

@@ -200,7 +200,10 @@ async fn webrtc_peers_beyond_max_peers_get_server_full() {
 
 #[tokio::test]
 async fn a_silent_connection_is_dropped_and_its_room_told() {
-    let server = start("[signaling]\nheartbeat_interval = \"200ms\"\ndead_after = \"1s\"\n");
+    let server = start(
+        "[signaling]\nheartbeat_interval = \"200ms\"\ndead_after = \"1s\"\n\
+         [resume]\ngrace = \"1s\"\n",
+    );
     let mut silent = RawWs::connect(&server).await;
     let welcome = silent.join("room", None).await;
     let silent_id = welcome["peer_id"].clone();
@@ -209,12 +212,24 @@ async fn a_silent_connection_is_dropped_and_its_room_told() {
     silent.expect("peer_joined").await;
     // `silent` is never polled again: it neither reads (so it answers no
     // Ping) nor writes, and never closes its TCP connection. `mate` keeps
-    // reading, so its WebSocket library answers the Pings.
+    // reading, so its WebSocket library answers the Pings. Its seat is kept
+    // for the grace period (it might resume), then released.
+    let away = mate.expect("peer_away").await;
+    assert_eq!(away["peer_id"], silent_id);
+    assert!(
+        away["grace_ms"].as_u64().is_some_and(|ms| ms <= 1000),
+        "{away}"
+    );
     let left = mate.expect("peer_left").await;
     assert_eq!(left["peer_id"], silent_id);
     assert_eq!(left["reason"], "disconnected", "{left}");
     assert_eq!(
         server.metric("rtcrelay_signaling_dead_connections_total"),
+        1.0
+    );
+    assert_eq!(server.metric("rtcrelay_signaling_players_away_total"), 1.0);
+    assert_eq!(
+        server.metric("rtcrelay_signaling_seats_released_total"),
         1.0
     );
     served(&mut mate, 1).await;

@@ -252,6 +252,8 @@ async fn run(args: Args) -> i32 {
                 }
             }
             Some(GameEvent::Stats { .. }) => {}
+            // Away/back and the automatic reconnection's progress.
+            Some(GameEvent::Connection(event)) => eprintln!("{event:?}"),
             Some(GameEvent::Error { code, message }) => {
                 eprintln!("server error {code}: {message}");
             }

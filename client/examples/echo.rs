@@ -71,6 +71,8 @@ async fn main() {
                 break;
             }
             ClientEvent::Closed => break,
+            // Away/back and the automatic reconnection's progress.
+            other => println!("{other:?}"),
         }
     }
     println!("closed");

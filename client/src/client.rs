@@ -1,14 +1,18 @@
-//! [`Client`]: the join handshake and the session API.
+//! [`Client`]: the join handshake, the session API, and the supervisor task
+//! that hands server messages on as events, notices a lost connection and
+//! takes the seat back (the decisions are [`crate::reconnect`]'s).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use rtcrelay_protocol::ids::validate_display_name;
-use rtcrelay_protocol::signaling::{ChannelParams, RosterEntry};
-use rtcrelay_protocol::{ClientMessage, PeerId, RoomId, RoomKind, ServerMessage, PROTOCOL_VERSION};
-use tokio::sync::mpsc;
+use rtcrelay_protocol::signaling::{ChannelParams, IceServer, RosterEntry};
+use rtcrelay_protocol::{
+    ClientMessage, ErrorCode, PeerId, RoomId, RoomKind, ServerMessage, PROTOCOL_VERSION,
+};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 use webrtc::data_channel::DataChannel;
@@ -21,6 +25,7 @@ use crate::error::ClientError;
 use crate::event::{Channel, ClientEvent};
 use crate::liveness::{silent_for, Heard};
 use crate::peer::{self, LocalCandidate};
+use crate::reconnect::{fresh_seed, Loss, Reconnector, Step, Strategy};
 use crate::signaling::{Incoming, Signaling, SignalingSender};
 
 /// Events waiting for the application. When full, channel tasks wait, which
@@ -40,17 +45,40 @@ pub struct Client {
     kind: RoomKind,
     capacity: usize,
     roster: Vec<RosterEntry>,
-    ready: (ChannelParams, ChannelParams),
-    signaling: Signaling,
+    reconnect: bool,
+    shared: Arc<Shared>,
+    events: mpsc::Receiver<ClientEvent>,
+    supervisor: JoinHandle<()>,
+}
+
+/// What the application's calls and the supervisor task share.
+struct Shared {
+    /// The session sends go to; replaced when the client resumes.
+    link: Mutex<Link>,
     /// Set once this client is out of the room (it sent `leave`, or the
     /// server reported its own `peer_left`), so `close` does not send a
-    /// `leave` the server would answer with `not_joined`.
+    /// `leave` the server would answer with `not_joined`, and a lost
+    /// connection is not resumed.
     left: AtomicBool,
+    /// `close` was called: the end of the connection is this client's doing.
+    closing: AtomicBool,
+    /// Between losing the connection and resuming (or giving up).
+    reconnecting: AtomicBool,
+}
+
+#[derive(Clone)]
+struct Link {
+    signaling: Arc<Signaling>,
     pc: Arc<dyn PeerConnection>,
     realtime: Arc<dyn DataChannel>,
     control: Arc<dyn DataChannel>,
-    events: mpsc::Receiver<ClientEvent>,
-    tasks: Tasks,
+    ready: (ChannelParams, ChannelParams),
+}
+
+impl Shared {
+    fn link(&self) -> Link {
+        lock(&self.link).clone()
+    }
 }
 
 impl Client {
@@ -61,7 +89,8 @@ impl Client {
     /// when both channels are open locally *and* the server's `ready` has
     /// arrived. Any server `error` on the way fails the call with
     /// [`ClientError::Signaling`]; the whole call is bounded by
-    /// `config.connect_timeout`.
+    /// `config.connect_timeout`. Once connected, a lost connection is
+    /// resumed automatically (see [`ClientConfig::reconnect`]).
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         Client::connect_with(config, ConnectOptions::default()).await
     }
@@ -81,7 +110,7 @@ impl Client {
         }
     }
 
-    /// This client's id, assigned by the server.
+    /// This client's id, assigned by the server (kept across resumes).
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
     }
@@ -100,32 +129,44 @@ impl Client {
     }
 
     /// The other members, in join order: the `welcome` roster, updated as
-    /// [`Client::next_event`] hands out `PeerJoined` and `PeerLeft`.
+    /// [`Client::next_event`] hands out `PeerJoined`, `PeerLeft` and
+    /// `Resumed`.
     pub fn roster(&self) -> &[RosterEntry] {
         &self.roster
     }
 
-    /// The (realtime, control) parameters the server peer reported in `ready`.
+    /// Whether this client reconnects by itself after a loss: the config
+    /// asks for it and the server issued a resume token.
+    pub fn reconnects(&self) -> bool {
+        self.reconnect
+    }
+
+    /// Between a lost connection and [`ClientEvent::Resumed`] or
+    /// [`ClientEvent::ResumeFailed`].
+    pub fn is_reconnecting(&self) -> bool {
+        self.shared.reconnecting.load(Ordering::Relaxed)
+    }
+
+    /// The (realtime, control) parameters the server peer reported in the
+    /// current session's `ready`.
     pub fn server_channel_params(&self) -> (ChannelParams, ChannelParams) {
-        self.ready
+        lock(&self.shared.link).ready
     }
 
     /// Sends a binary message. The server forwards it to the other members
     /// (relay rooms). Payloads over the protocol limits are sent anyway; the
-    /// server drops them.
+    /// server drops them. While reconnecting: [`ClientError::Reconnecting`].
     pub async fn send(&self, channel: Channel, payload: &[u8]) -> Result<(), ClientError> {
-        self.channel(channel)
-            .send(BytesMut::from(payload))
+        let dc = self.channel(channel)?;
+        dc.send(BytesMut::from(payload))
             .await
-            .map_err(webrtc_error)
+            .map_err(|e| self.send_error(e))
     }
 
     /// Sends a text message.
     pub async fn send_text(&self, channel: Channel, text: &str) -> Result<(), ClientError> {
-        self.channel(channel)
-            .send_text(text)
-            .await
-            .map_err(webrtc_error)
+        let dc = self.channel(channel)?;
+        dc.send_text(text).await.map_err(|e| self.send_error(e))
     }
 
     /// The next event; `None` once the connection is fully gone and every
@@ -149,17 +190,23 @@ impl Client {
 
     /// Round-trip time of a signaling `ping` (WebSocket, not DataChannel).
     pub async fn ping(&self) -> Result<Duration, ClientError> {
-        self.signaling.ping(PING_TIMEOUT).await
+        self.shared.link().signaling.ping(PING_TIMEOUT).await
     }
 
     /// Sends `leave` (once): the server takes this client out of the room
     /// and ends its WebRTC session; the WebSocket stays open (so `ping`
-    /// still works).
+    /// still works). A client that left does not reconnect.
     pub async fn leave(&self) {
-        if self.left.swap(true, Ordering::Relaxed) {
+        if self.shared.left.swap(true, Ordering::Relaxed) {
             return;
         }
-        if self.signaling.send(ClientMessage::Leave).is_err() {
+        if self
+            .shared
+            .link()
+            .signaling
+            .send(ClientMessage::Leave)
+            .is_err()
+        {
             debug!("leave: signaling already closed");
         }
     }
@@ -167,21 +214,36 @@ impl Client {
     /// Leaves the room and tears everything down: `leave`, then the
     /// WebSocket close (waiting briefly for the server to acknowledge it, so
     /// the server sees an orderly `left` rather than a transport failure),
-    /// then the peer connection.
-    pub async fn close(mut self) {
+    /// then the peer connection. A reconnection under way is abandoned.
+    pub async fn close(self) {
+        self.shared.closing.store(true, Ordering::Relaxed);
+        // No reconnection may replace the link from here on.
+        self.supervisor.abort();
         self.leave().await;
-        self.signaling.close(CLOSE_TIMEOUT).await;
-        if let Err(e) = self.pc.close().await {
+        let link = self.shared.link();
+        link.signaling.close(CLOSE_TIMEOUT).await;
+        if let Err(e) = link.pc.close().await {
             debug!(error = %e, "peer connection close");
         }
-        self.tasks.abort_all();
     }
 
-    fn channel(&self, channel: Channel) -> &Arc<dyn DataChannel> {
-        match channel {
-            Channel::Realtime => &self.realtime,
-            Channel::Control => &self.control,
+    fn channel(&self, channel: Channel) -> Result<Arc<dyn DataChannel>, ClientError> {
+        if self.is_reconnecting() {
+            return Err(ClientError::Reconnecting);
         }
+        let link = lock(&self.shared.link);
+        Ok(match channel {
+            Channel::Realtime => link.realtime.clone(),
+            Channel::Control => link.control.clone(),
+        })
+    }
+
+    fn send_error(&self, e: webrtc::error::Error) -> ClientError {
+        // The channel closed under the send: the loss is being noticed.
+        if self.is_reconnecting() {
+            return ClientError::Reconnecting;
+        }
+        webrtc_error(e)
     }
 
     fn track_roster(&mut self, event: &ClientEvent) {
@@ -195,13 +257,29 @@ impl Client {
                 });
             }
             ClientEvent::PeerLeft { peer_id, .. } if *peer_id == self.peer_id => {
-                self.left.store(true, Ordering::Relaxed);
+                self.shared.left.store(true, Ordering::Relaxed);
             }
             ClientEvent::PeerLeft { peer_id, .. } => {
                 self.roster.retain(|r| r.peer_id != *peer_id);
             }
+            ClientEvent::Resumed {
+                roster: Some(roster),
+                ..
+            } => {
+                self.roster = roster
+                    .iter()
+                    .filter(|r| r.peer_id != self.peer_id)
+                    .cloned()
+                    .collect();
+            }
             _ => {}
         }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.supervisor.abort();
     }
 }
 
@@ -216,6 +294,33 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// What `welcome` said.
+struct Welcomed {
+    peer_id: PeerId,
+    kind: RoomKind,
+    capacity: usize,
+    roster: Vec<RosterEntry>,
+    ice_servers: Vec<IceServer>,
+    resume: Option<Resume>,
+    resumed: bool,
+}
+
+/// The latest resume token and the room's grace period.
+#[derive(Clone)]
+struct Resume {
+    token: String,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Resume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a credential for the seat: never logged.
+        f.debug_struct("Resume")
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The handshake. Everything it starts is owned by values that clean up on
 /// drop, so an error or a timeout leaves nothing running.
 async fn connect_inner(
@@ -226,41 +331,170 @@ async fn connect_inner(
     validate_display_name(&config.name).map_err(ClientError::Config)?;
 
     let (signaling, mut incoming) = Signaling::open(&config.signaling_url).await?;
-    signaling.send(ClientMessage::Join {
+    let signaling = Arc::new(signaling);
+    signaling.send(join_message(&config, &room, config.token.clone(), None))?;
+    let welcome = await_welcome(&mut incoming).await?;
+    let peer_id = welcome.peer_id;
+    debug!(%peer_id, %room, resumable = welcome.resume.is_some(), "joined");
+
+    let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+    let session = establish(
+        &config,
+        &options,
+        &signaling,
+        &mut incoming,
+        &welcome.ice_servers,
+        welcome.kind,
+        peer_id,
+        &events_tx,
+    )
+    .await?;
+    debug!(%peer_id, "connected");
+
+    let shared = Arc::new(Shared {
+        link: Mutex::new(Link {
+            signaling: signaling.clone(),
+            pc: session.pc.clone(),
+            realtime: session.realtime.clone(),
+            control: session.control.clone(),
+            ready: session.ready,
+        }),
+        left: AtomicBool::new(false),
+        closing: AtomicBool::new(false),
+        reconnecting: AtomicBool::new(false),
+    });
+    let reconnect = config.reconnect && welcome.resume.is_some();
+    let supervisor = Supervisor {
+        options,
+        room: room.clone(),
+        peer_id,
+        kind: welcome.kind,
+        shared: shared.clone(),
+        events: events_tx,
+        signaling,
+        incoming: Some(incoming),
+        session,
+        ice_servers: welcome.ice_servers,
+        resume: welcome.resume,
+        config,
+    };
+    Ok(Client {
+        peer_id,
+        room,
+        kind: welcome.kind,
+        capacity: welcome.capacity,
+        roster: welcome.roster,
+        reconnect,
+        shared,
+        events,
+        supervisor: tokio::spawn(supervisor.run()),
+    })
+}
+
+fn join_message(
+    config: &ClientConfig,
+    room: &RoomId,
+    token: Option<String>,
+    resume: Option<String>,
+) -> ClientMessage {
+    ClientMessage::Join {
         version: PROTOCOL_VERSION,
         room: room.clone(),
         kind: config.kind,
         name: config.name.clone(),
         capacity: config.capacity,
-        token: config.token.clone(),
-        resume: None,
-    })?;
+        token,
+        resume,
+    }
+}
 
-    let (peer_id, kind, capacity, roster, ice_servers) = loop {
-        match next_message(&mut incoming).await? {
+async fn await_welcome(
+    incoming: &mut mpsc::UnboundedReceiver<Incoming>,
+) -> Result<Welcomed, ClientError> {
+    loop {
+        match next_message(incoming).await? {
             ServerMessage::Welcome {
                 peer_id,
                 kind,
                 capacity,
                 roster,
                 ice_servers,
+                resume_token,
+                resume_grace_ms,
+                resumed,
                 ..
-            } => break (peer_id, kind, capacity, roster, ice_servers),
+            } => {
+                let resume = match (resume_token, resume_grace_ms) {
+                    (Some(token), Some(ms)) if ms > 0 => Some(Resume {
+                        token,
+                        grace: Duration::from_millis(ms),
+                    }),
+                    _ => None,
+                };
+                return Ok(Welcomed {
+                    peer_id,
+                    kind,
+                    capacity,
+                    roster,
+                    ice_servers,
+                    resume,
+                    resumed,
+                });
+            }
             ServerMessage::Error { code, message, .. } => {
                 return Err(ClientError::Signaling(code, message))
             }
             other => unexpected("welcome", &other),
         }
-    };
-    debug!(%peer_id, %room, "joined");
+    }
+}
 
-    let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+/// One WebRTC session with the server peer, up and running.
+struct Session {
+    pc: Arc<dyn PeerConnection>,
+    realtime: Arc<dyn DataChannel>,
+    control: Arc<dyn DataChannel>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    ready: (ChannelParams, ChannelParams),
+    heard: Arc<Heard>,
+    tasks: Tasks,
+}
+
+impl Session {
+    /// Stops the session's tasks and closes its peer connection in the
+    /// background (a dead path may make the close slow).
+    fn shut(&mut self) {
+        self.tasks.abort_all();
+        let pc = self.pc.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pc.close().await {
+                debug!(error = %e, "old peer connection close");
+            }
+        });
+    }
+}
+
+/// The offer/answer part of the handshake on an open signaling connection
+/// (after `welcome`): peer connection, channels, `offer`, `answer`,
+/// candidates, until both channels are open and `ready` has arrived. Room
+/// events that arrive meanwhile are passed on.
+#[allow(clippy::too_many_arguments)]
+async fn establish(
+    config: &ClientConfig,
+    options: &ConnectOptions,
+    signaling: &Signaling,
+    incoming: &mut mpsc::UnboundedReceiver<Incoming>,
+    ice_servers: &[IceServer],
+    kind: RoomKind,
+    own: PeerId,
+    events_tx: &mpsc::Sender<ClientEvent>,
+) -> Result<Session, ClientError> {
     let mut tasks = Tasks::default();
     let heard = Arc::new(Heard::new(std::time::Instant::now()));
     let peer = peer::create(
-        &config,
-        &options,
-        &ice_servers,
+        config,
+        options,
+        ice_servers,
         kind,
         events_tx.clone(),
         heard.clone(),
@@ -298,7 +532,7 @@ async fn connect_inner(
     while !(answered && both_open && ready.is_some()) {
         let failure_deadline = local_failure.as_ref().map(|(_, at)| *at);
         tokio::select! {
-            msg = next_message(&mut incoming) => match msg? {
+            msg = next_message(incoming) => match msg? {
                 ServerMessage::Answer { sdp } => {
                     if answered {
                         unexpected("no second answer", &ServerMessage::Answer { sdp });
@@ -320,6 +554,14 @@ async fn connect_inner(
                 ServerMessage::Ready { realtime, control } => ready = Some((realtime, control)),
                 ServerMessage::Error { code, message, .. } => {
                     return Err(ClientError::Signaling(code, message))
+                }
+                ServerMessage::PeerAway { peer_id, .. } if peer_id == own => {
+                    // About the session this one replaces.
+                    debug!("own peer_away during the handshake ignored");
+                }
+                ServerMessage::PeerLeft { peer_id, reason } if peer_id == own => {
+                    let _ = events_tx.send(ClientEvent::PeerLeft { peer_id, reason }).await;
+                    return Err(ClientError::NotInRoom);
                 }
                 other => {
                     if let Some(event) = room_event(other) {
@@ -356,34 +598,429 @@ async fn connect_inner(
         }
     }
     let ready = ready.unwrap_or((ChannelParams::REALTIME, ChannelParams::CONTROL));
-    debug!(%peer_id, "connected");
-
-    if let Some(dead_after) = config.dead_after {
-        // The server may have said nothing during the handshake: its
-        // silence counts from now.
-        heard.stamp(std::time::Instant::now());
-        tasks
-            .0
-            .push(spawn_watchdog(heard, dead_after, events_tx.clone()));
-    }
-    tasks
-        .0
-        .push(spawn_dispatcher(incoming, pc.clone(), events_tx));
-    Ok(Client {
-        peer_id,
-        room,
-        kind,
-        capacity,
-        roster,
-        ready,
-        signaling,
-        left: AtomicBool::new(false),
+    // The server may have said nothing during the handshake: its silence
+    // counts from now.
+    heard.stamp(std::time::Instant::now());
+    Ok(Session {
         pc,
         realtime: peer.realtime,
         control: peer.control,
-        events,
+        state,
+        ready,
+        heard,
         tasks,
     })
+}
+
+/// Why the supervisor stopped watching a session.
+enum Watched {
+    /// The connection is lost and may be resumed.
+    Lost(Loss),
+    /// The signaling connection ended and nothing follows.
+    Over,
+}
+
+/// Why a reconnection ended without the seat.
+struct GaveUp {
+    code: Option<ErrorCode>,
+    reason: String,
+}
+
+/// The background task of a connected client: hands server messages on as
+/// events, applies late server candidates, reports a silent server, and
+/// reconnects when the connection is lost.
+struct Supervisor {
+    config: ClientConfig,
+    options: ConnectOptions,
+    room: RoomId,
+    peer_id: PeerId,
+    kind: RoomKind,
+    shared: Arc<Shared>,
+    events: mpsc::Sender<ClientEvent>,
+    signaling: Arc<Signaling>,
+    /// None once the signaling connection has ended.
+    incoming: Option<mpsc::UnboundedReceiver<Incoming>>,
+    session: Session,
+    ice_servers: Vec<IceServer>,
+    resume: Option<Resume>,
+}
+
+impl Supervisor {
+    async fn run(mut self) {
+        loop {
+            let loss = match self.watch().await {
+                Watched::Over => break,
+                Watched::Lost(loss) => loss,
+            };
+            debug!(peer_id = %self.peer_id, ?loss, "connection lost; reconnecting");
+            match self.reconnect(loss).await {
+                Ok(()) => continue,
+                Err(gave_up) => {
+                    debug!(peer_id = %self.peer_id, reason = %gave_up.reason, "resume failed");
+                    self.emit(ClientEvent::ResumeFailed {
+                        code: gave_up.code,
+                        reason: gave_up.reason,
+                    })
+                    .await;
+                    self.signaling.abort();
+                    break;
+                }
+            }
+        }
+        // Sends now fail with `Closed`: nothing is coming back.
+        self.shared.reconnecting.store(false, Ordering::Relaxed);
+        self.emit(ClientEvent::Closed).await;
+    }
+
+    fn may_reconnect(&self) -> bool {
+        self.config.reconnect
+            && self.resume.is_some()
+            && !self.shared.left.load(Ordering::Relaxed)
+            && !self.shared.closing.load(Ordering::Relaxed)
+    }
+
+    async fn emit(&self, event: ClientEvent) {
+        // An application that dropped its receiver hears nothing more.
+        let _ = self.events.send(event).await;
+    }
+
+    /// Watches the current session until it is lost or over.
+    async fn watch(&mut self) -> Watched {
+        // `Disconnected` is reported once per session.
+        let mut silence_reported = false;
+        let mut state_open = true;
+        loop {
+            let due = match self.config.dead_after {
+                Some(d) if !silence_reported => Some(self.session.heard.last() + d),
+                _ => None,
+            };
+            tokio::select! {
+                msg = recv_opt(&mut self.incoming) => match msg {
+                    Some(msg) => {
+                        if let Some(loss) = self.on_message(msg).await {
+                            return Watched::Lost(loss);
+                        }
+                    }
+                    None => {
+                        self.incoming = None;
+                        let close_code = self.signaling.close_code();
+                        debug!(?close_code, "signaling connection closed");
+                        if self.may_reconnect() && resumable_close(close_code) {
+                            return Watched::Lost(Loss::SignalingClosed);
+                        }
+                        return Watched::Over;
+                    }
+                },
+                changed = self.session.state.changed(), if state_open => {
+                    if changed.is_err() {
+                        state_open = false;
+                        continue;
+                    }
+                    let s = *self.session.state.borrow_and_update();
+                    let dead = matches!(
+                        s,
+                        RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                    );
+                    if dead && self.may_reconnect() {
+                        debug!(state = %s, "peer connection lost");
+                        return Watched::Lost(self.lost_session());
+                    }
+                }
+                _ = sleep_until_std(due), if due.is_some() => {
+                    let Some(dead_after) = self.config.dead_after else { continue };
+                    let now = std::time::Instant::now();
+                    if let Some(silent_for) = silent_for(self.session.heard.last(), now, dead_after) {
+                        debug!(?silent_for, "nothing from the server: disconnected");
+                        silence_reported = true;
+                        self.emit(ClientEvent::Disconnected { silent_for }).await;
+                        if self.may_reconnect() {
+                            return Watched::Lost(self.lost_session());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The session died while the signaling connection may still be open.
+    fn lost_session(&self) -> Loss {
+        if self.incoming.is_some() {
+            Loss::SessionDead
+        } else {
+            Loss::SignalingClosed
+        }
+    }
+
+    /// A server message while a session is up; `Some` when it says the
+    /// connection is lost.
+    async fn on_message(&mut self, msg: ServerMessage) -> Option<Loss> {
+        match msg {
+            ServerMessage::Candidate { candidate, .. } => {
+                add_remote_candidate(&*self.session.pc, candidate).await;
+            }
+            ServerMessage::PeerAway { peer_id, grace_ms } if peer_id == self.peer_id => {
+                let grace = Duration::from_millis(grace_ms);
+                if self.may_reconnect() {
+                    return Some(Loss::ServerAway { grace });
+                }
+                self.emit(ClientEvent::PeerAway { peer_id, grace }).await;
+            }
+            ServerMessage::PeerLeft { peer_id, reason } if peer_id == self.peer_id => {
+                self.shared.left.store(true, Ordering::Relaxed);
+                self.emit(ClientEvent::PeerLeft { peer_id, reason }).await;
+            }
+            other => {
+                if let Some(event) = room_event(other) {
+                    self.emit(event).await;
+                }
+            }
+        }
+        None
+    }
+
+    /// Takes the seat back, or says why it cannot.
+    async fn reconnect(&mut self, loss: Loss) -> Result<(), GaveUp> {
+        let Some(grace) = self.resume.as_ref().map(|r| r.grace) else {
+            return Err(gave_up("no resume token"));
+        };
+        self.shared.reconnecting.store(true, Ordering::Relaxed);
+        self.session.shut();
+        let now = std::time::Instant::now();
+        let seed = fresh_seed(u64::from(self.peer_id.0));
+        let mut plan = Reconnector::new(loss, now, grace, seed);
+        loop {
+            if self.shared.closing.load(Ordering::Relaxed)
+                || self.shared.left.load(Ordering::Relaxed)
+            {
+                return Err(gave_up("the application left or closed"));
+            }
+            match plan.next(std::time::Instant::now()) {
+                Step::GiveUp => {
+                    return Err(gave_up(
+                        "the grace period ended before the seat could be resumed",
+                    ))
+                }
+                Step::WaitForServer(until) => self.pump_until(until, &mut plan, true).await?,
+                Step::Attempt {
+                    attempt,
+                    strategy,
+                    after,
+                } => {
+                    self.emit(ClientEvent::Reconnecting { attempt, after })
+                        .await;
+                    let start = std::time::Instant::now() + after;
+                    self.pump_until(start, &mut plan, false).await?;
+                    let remaining = plan
+                        .deadline()
+                        .saturating_duration_since(std::time::Instant::now());
+                    let limit = self.config.connect_timeout.min(remaining);
+                    let new_offer = strategy == Strategy::NewOffer && self.incoming.is_some();
+                    debug!(attempt, new_offer, ?limit, "reconnection attempt");
+                    let result = if new_offer {
+                        tokio::time::timeout(limit, self.new_offer()).await
+                    } else {
+                        tokio::time::timeout(limit, self.rejoin()).await
+                    };
+                    match result {
+                        Ok(Ok(roster)) => {
+                            self.shared.reconnecting.store(false, Ordering::Relaxed);
+                            debug!(peer_id = %self.peer_id, attempt, "resumed");
+                            let peer_id = self.peer_id;
+                            self.emit(ClientEvent::Resumed { peer_id, roster }).await;
+                            return Ok(());
+                        }
+                        Ok(Err(e)) => {
+                            if let Some(gave_up) = self.final_failure(&e) {
+                                return Err(gave_up);
+                            }
+                            debug!(attempt, error = %e, "reconnection attempt failed");
+                            plan.on_attempt_failed();
+                        }
+                        Err(_) => {
+                            debug!(attempt, "reconnection attempt timed out");
+                            plan.on_attempt_failed();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Failures no later attempt can fix.
+    fn final_failure(&self, e: &ClientError) -> Option<GaveUp> {
+        match e {
+            ClientError::Signaling(
+                code @ (ErrorCode::ResumeInvalid
+                | ErrorCode::ResumeExpired
+                | ErrorCode::ResumeWrongRoom),
+                message,
+            ) => Some(GaveUp {
+                code: Some(*code),
+                reason: message.clone(),
+            }),
+            ClientError::NotInRoom => {
+                self.shared.left.store(true, Ordering::Relaxed);
+                Some(gave_up("the server released the seat"))
+            }
+            _ => None,
+        }
+    }
+
+    /// Reads the signaling connection (if open) until `until`: room events
+    /// are passed on, the server's word about this client goes to `plan`.
+    /// With `stop_on_news`, returns as soon as the server said this
+    /// client's session is gone or the connection ended.
+    async fn pump_until(
+        &mut self,
+        until: std::time::Instant,
+        plan: &mut Reconnector,
+        stop_on_news: bool,
+    ) -> Result<(), GaveUp> {
+        let sleep = tokio::time::sleep_until(until.into());
+        tokio::pin!(sleep);
+        loop {
+            let Some(incoming) = self.incoming.as_mut() else {
+                sleep.as_mut().await;
+                return Ok(());
+            };
+            let msg = tokio::select! {
+                _ = sleep.as_mut() => return Ok(()),
+                msg = next_message(incoming) => msg,
+            };
+            match msg {
+                Err(_) => {
+                    self.incoming = None;
+                    let close_code = self.signaling.close_code();
+                    if !resumable_close(close_code) {
+                        return Err(gave_up(&format!(
+                            "the server closed the connection (code {})",
+                            close_code.unwrap_or_default()
+                        )));
+                    }
+                    plan.on_signaling_closed();
+                    if stop_on_news {
+                        return Ok(());
+                    }
+                }
+                Ok(ServerMessage::PeerAway { peer_id, grace_ms }) if peer_id == self.peer_id => {
+                    plan.on_server_away(std::time::Instant::now(), Duration::from_millis(grace_ms));
+                    if stop_on_news {
+                        return Ok(());
+                    }
+                }
+                Ok(ServerMessage::PeerLeft { peer_id, reason }) if peer_id == self.peer_id => {
+                    self.shared.left.store(true, Ordering::Relaxed);
+                    self.emit(ClientEvent::PeerLeft { peer_id, reason }).await;
+                    return Err(gave_up("the server released the seat"));
+                }
+                // Candidates of the dead session.
+                Ok(ServerMessage::Candidate { .. }) => {}
+                Ok(other) => {
+                    if let Some(event) = room_event(other) {
+                        self.emit(event).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new WebRTC session on the signaling connection that is still open.
+    async fn new_offer(&mut self) -> Result<Option<Vec<RosterEntry>>, ClientError> {
+        let incoming = self.incoming.as_mut().ok_or(ClientError::Closed)?;
+        let session = establish(
+            &self.config,
+            &self.options,
+            &self.signaling,
+            incoming,
+            &self.ice_servers,
+            self.kind,
+            self.peer_id,
+            &self.events,
+        )
+        .await?;
+        self.install(session);
+        Ok(None)
+    }
+
+    /// A new signaling connection, `join` with the resume token, then a new
+    /// WebRTC session.
+    async fn rejoin(&mut self) -> Result<Option<Vec<RosterEntry>>, ClientError> {
+        let token = match &self.resume {
+            Some(r) => r.token.clone(),
+            None => return Err(ClientError::Closed),
+        };
+        // No Close frame: that would release the seat.
+        self.signaling.abort();
+        self.incoming = None;
+        let (signaling, incoming) = Signaling::open(&self.config.signaling_url).await?;
+        let signaling = Arc::new(signaling);
+        signaling.send(join_message(&self.config, &self.room, None, Some(token)))?;
+        self.signaling = signaling;
+        let incoming = self.incoming.insert(incoming);
+        let welcome = await_welcome(incoming).await?;
+        if let Some(resume) = welcome.resume {
+            // Each welcome's token replaces the previous one, even if this
+            // attempt fails later.
+            self.resume = Some(resume);
+        }
+        if !welcome.resumed || welcome.peer_id != self.peer_id {
+            // A fresh seat is not this client's seat: leave it at once.
+            let _ = self.signaling.send(ClientMessage::Leave);
+            return Err(ClientError::Signaling(
+                ErrorCode::ResumeExpired,
+                format!(
+                    "the server gave a new seat ({}, resumed: {}) instead of {}",
+                    welcome.peer_id, welcome.resumed, self.peer_id
+                ),
+            ));
+        }
+        self.ice_servers = welcome.ice_servers;
+        let incoming = self.incoming.as_mut().ok_or(ClientError::Closed)?;
+        let session = establish(
+            &self.config,
+            &self.options,
+            &self.signaling,
+            incoming,
+            &self.ice_servers,
+            self.kind,
+            self.peer_id,
+            &self.events,
+        )
+        .await?;
+        self.install(session);
+        Ok(Some(welcome.roster))
+    }
+
+    /// Makes `session` the one sends go to.
+    fn install(&mut self, session: Session) {
+        *lock(&self.shared.link) = Link {
+            signaling: self.signaling.clone(),
+            pc: session.pc.clone(),
+            realtime: session.realtime.clone(),
+            control: session.control.clone(),
+            ready: session.ready,
+        };
+        self.session = session;
+    }
+}
+
+/// Close code the server uses when it gives up on a connection it thinks
+/// is dead or too slow (RFC 6455 "policy violation"); it keeps the seat.
+const CLOSE_LOST: u16 = 1008;
+
+/// Whether a signaling connection that ended with `close_code` (the
+/// server's Close frame, None when the connection broke) leaves a seat to
+/// resume. Any other Close frame is the server's decision (shutting down,
+/// a fatal error, the seat resumed on another connection): no reconnection.
+fn resumable_close(close_code: Option<u16>) -> bool {
+    matches!(close_code, None | Some(CLOSE_LOST))
+}
+
+fn gave_up(reason: &str) -> GaveUp {
+    GaveUp {
+        code: None,
+        reason: reason.to_owned(),
+    }
 }
 
 /// How often `connect` wakes the webrtc driver during the handshake.
@@ -408,6 +1045,24 @@ fn failed(e: ClientError) -> (ClientError, tokio::time::Instant) {
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_std(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next server message, or None once the connection has ended (and
+/// forever after).
+async fn recv_opt(
+    incoming: &mut Option<mpsc::UnboundedReceiver<Incoming>>,
+) -> Option<ServerMessage> {
+    match incoming {
+        Some(rx) => next_message(rx).await.ok(),
         None => std::future::pending().await,
     }
 }
@@ -441,6 +1096,11 @@ fn room_event(msg: ServerMessage) -> Option<ClientEvent> {
         ServerMessage::PeerLeft { peer_id, reason } => {
             Some(ClientEvent::PeerLeft { peer_id, reason })
         }
+        ServerMessage::PeerAway { peer_id, grace_ms } => Some(ClientEvent::PeerAway {
+            peer_id,
+            grace: Duration::from_millis(grace_ms),
+        }),
+        ServerMessage::PeerBack { peer_id } => Some(ClientEvent::PeerBack { peer_id }),
         ServerMessage::Error {
             code,
             message,
@@ -495,57 +1155,6 @@ fn spawn_candidate_forwarder(
     })
 }
 
-/// After `connect`: server messages become events; late server candidates
-/// are applied. Emits `Closed` when the WebSocket ends.
-fn spawn_dispatcher(
-    mut incoming: mpsc::UnboundedReceiver<Incoming>,
-    pc: Arc<dyn PeerConnection>,
-    events: mpsc::Sender<ClientEvent>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let msg = match next_message(&mut incoming).await {
-                Ok(m) => m,
-                Err(_) => break,
-            };
-            let event = match msg {
-                ServerMessage::Candidate { candidate, .. } => {
-                    add_remote_candidate(&*pc, candidate).await;
-                    continue;
-                }
-                other => room_event(other),
-            };
-            if let Some(event) = event {
-                if events.send(event).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let _ = events.send(ClientEvent::Closed).await;
-    })
-}
-
-/// Reports `Disconnected` once the server has been silent for
-/// `dead_after`, then stops.
-fn spawn_watchdog(
-    heard: Arc<Heard>,
-    dead_after: Duration,
-    events: mpsc::Sender<ClientEvent>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let now = std::time::Instant::now();
-            if let Some(silent_for) = silent_for(heard.last(), now, dead_after) {
-                debug!(?silent_for, "nothing from the server: disconnected");
-                let _ = events.send(ClientEvent::Disconnected { silent_for }).await;
-                return;
-            }
-            let due = heard.last() + dead_after;
-            tokio::time::sleep_until(due.into()).await;
-        }
-    })
-}
-
 fn webrtc_error(e: webrtc::error::Error) -> ClientError {
     match e {
         webrtc::error::Error::ErrDataChannelClosed => ClientError::Closed,
@@ -553,7 +1162,13 @@ fn webrtc_error(e: webrtc::error::Error) -> ClientError {
     }
 }
 
-/// Background tasks of one client, aborted when the client goes away.
+/// The link is only touched briefly and never across an await, so a
+/// poisoned lock (a panic elsewhere) is recovered rather than propagated.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Background tasks of one session, aborted when the session goes away.
 #[derive(Default)]
 struct Tasks(Vec<JoinHandle<()>>);
 
@@ -568,5 +1183,33 @@ impl Tasks {
 impl Drop for Tasks {
     fn drop(&mut self) {
         self.abort_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_broken_connection_or_the_servers_lost_close_is_resumed() {
+        assert!(resumable_close(None), "broken: no Close frame");
+        assert!(
+            resumable_close(Some(1008)),
+            "the server's dead-connection close"
+        );
+        for code in [1000, 1001, 1005, 1009, 4001] {
+            assert!(!resumable_close(Some(code)), "{code}");
+        }
+    }
+
+    #[test]
+    fn resume_tokens_are_never_logged() {
+        let resume = Resume {
+            token: "secret-token-value".into(),
+            grace: Duration::from_secs(30),
+        };
+        let shown = format!("{resume:?}");
+        assert!(!shown.contains("secret-token-value"), "{shown}");
+        assert!(shown.contains("30s"), "{shown}");
     }
 }

@@ -37,6 +37,19 @@ pub struct ClientConfig {
     /// send, so only a dead server or path stays silent this long. `None`:
     /// never. Default 5 s.
     pub dead_after: Option<Duration>,
+    /// Reconnect automatically when the connection is lost (default on):
+    /// the client's own `dead_after` fires, the peer connection fails, the
+    /// signaling WebSocket ends without this client closing it, or the
+    /// server reports this client `peer_away`. The client then takes its
+    /// seat back with the `welcome`'s resume token, retrying with backoff
+    /// until the room's grace period ends; see docs/client.md. Off: the
+    /// first loss ends the session, as [`ClientEvent::Disconnected`] and
+    /// [`ClientEvent::Closed`](crate::ClientEvent::Closed) report.
+    /// Rooms without resume (p2p rooms, servers with `[resume] grace = "0s"`)
+    /// never reconnect.
+    ///
+    /// [`ClientEvent::Disconnected`]: crate::ClientEvent::Disconnected
+    pub reconnect: bool,
 }
 
 impl ClientConfig {
@@ -56,6 +69,7 @@ impl ClientConfig {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             connect_timeout: Duration::from_secs(10),
             dead_after: Some(Duration::from_secs(5)),
+            reconnect: true,
         }
     }
 }

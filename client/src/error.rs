@@ -25,6 +25,15 @@ pub enum ClientError {
     /// The signaling connection or the WebRTC session is gone.
     #[error("connection closed")]
     Closed,
+    /// The connection was lost and the client is reconnecting (see
+    /// [`ClientEvent::Reconnecting`](crate::ClientEvent::Reconnecting)):
+    /// nothing can be sent until it has resumed.
+    #[error("reconnecting")]
+    Reconnecting,
+    /// The server took this client out of the room (its own `peer_left`),
+    /// e.g. after the grace period of a lost connection.
+    #[error("not in the room any more")]
+    NotInRoom,
 }
 
 impl From<tokio_tungstenite::tungstenite::Error> for ClientError {

@@ -73,13 +73,57 @@ pub enum ClientEvent {
     /// Nothing at all came from the server on either DataChannel for
     /// `silent_for` (at least
     /// [`ClientConfig::dead_after`](crate::ClientConfig::dead_after)): the
-    /// server or the network path to it is gone, though nothing closed. Reported once. The server notices
-    /// the same silence from its side and tells the room this client is
-    /// `disconnected`.
+    /// server or the network path to it is gone, though nothing closed.
+    /// Reported once per session. The server notices the same silence from
+    /// its side and tells the room this client is away. With
+    /// [`ClientConfig::reconnect`](crate::ClientConfig::reconnect) on (the
+    /// default) the client then reconnects ([`ClientEvent::Reconnecting`]).
     Disconnected {
         silent_for: std::time::Duration,
     },
-    /// The signaling WebSocket has closed: no more roster or error events.
+    /// Another member lost its connection; the server keeps its seat for
+    /// `grace` (then [`ClientEvent::PeerLeft`] with reason `disconnected`,
+    /// unless [`ClientEvent::PeerBack`] comes first). This client's own
+    /// `peer_away` is handled by the automatic reconnection (it shows as
+    /// [`ClientEvent::Reconnecting`]); it is only passed on as a `PeerAway`
+    /// event when [`ClientConfig::reconnect`](crate::ClientConfig::reconnect)
+    /// is off.
+    PeerAway {
+        peer_id: PeerId,
+        grace: std::time::Duration,
+    },
+    /// A member that was away resumed its seat (same peer id).
+    PeerBack {
+        peer_id: PeerId,
+    },
+    /// This client lost its connection and tries to take its seat back
+    /// (see [`ClientConfig::reconnect`](crate::ClientConfig::reconnect)):
+    /// attempt number `attempt` (from 1) starts after `after`. Sends fail
+    /// with [`ClientError::Reconnecting`](crate::ClientError::Reconnecting)
+    /// until [`ClientEvent::Resumed`] or [`ClientEvent::ResumeFailed`].
+    Reconnecting {
+        attempt: u32,
+        after: std::time::Duration,
+    },
+    /// This client has its seat back: same `peer_id`, a new WebRTC
+    /// session (both channels open). `roster` is the room's membership now
+    /// when the client had to open a new signaling connection (roster
+    /// events of the time away were lost with the old one); `None` when the
+    /// signaling connection survived.
+    Resumed {
+        peer_id: PeerId,
+        roster: Option<Vec<rtcrelay_protocol::signaling::RosterEntry>>,
+    },
+    /// The seat could not be taken back: `code` is the server's refusal
+    /// (`resume_invalid`, `resume_expired`, `resume_wrong_room`), or `None`
+    /// when the grace period ran out first or the server released the seat.
+    /// [`ClientEvent::Closed`] follows; join afresh to play again.
+    ResumeFailed {
+        code: Option<ErrorCode>,
+        reason: String,
+    },
+    /// The connection is over for good (the signaling WebSocket closed, and
+    /// no reconnection follows): no more events.
     Closed,
 }
 

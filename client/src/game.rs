@@ -64,7 +64,8 @@ pub enum GameOutput {
 /// What happened in the game, in the order it happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GameEvent {
-    /// The server's `hello`: the room's parameters.
+    /// The server's `hello`: the room's parameters. Sent again at the
+    /// start of each resumed session (see [`GameEvent::Connection`]).
     Hello(Hello),
     /// A snapshot newer than every one before was applied: the state
     /// ([`GameCore::state`]) is now that of `tick`.
@@ -83,6 +84,13 @@ pub enum GameEvent {
     },
     /// The server refused a command or a control message.
     Error { code: String, message: String },
+    /// Room and connection news from the [`Client`](crate::Client) under a
+    /// [`GameClient`]: [`ClientEvent::PeerJoined`], `PeerLeft` (of others),
+    /// `PeerAway`, `PeerBack`, `Disconnected`, and the automatic
+    /// reconnection's `Reconnecting`, `Resumed` and `ResumeFailed`. The
+    /// game goes on across a resume: the server sends `hello` and a full
+    /// snapshot again, and events missed meanwhile (surfaced once per id).
+    Connection(crate::ClientEvent),
     /// The session is over (only from [`GameClient`]).
     Closed,
 }
@@ -123,4 +131,6 @@ pub struct NetStats {
     pub clock_offset_ms: f64,
     /// The server's measurement of this client's RTT (realtime path).
     pub server_rtt_ms: f64,
+    /// Sessions resumed after a lost connection (a `hello` after the first).
+    pub resumes: u64,
 }

@@ -30,7 +30,12 @@
 //! - [`error`] defines [`ClientError`];
 //! - `signaling` and `peer` (private) run the WebSocket tasks and the WebRTC
 //!   peer connection with its channel tasks; `liveness` (private) notices
-//!   a server gone silent ([`ClientEvent::Disconnected`]).
+//!   a server gone silent ([`ClientEvent::Disconnected`]);
+//! - `reconnect` (private) decides, without I/O, when and how a lost
+//!   connection is resumed (backoff with jitter, grace period); the
+//!   client's supervisor task in [`client`] carries it out and reports it
+//!   as [`ClientEvent::Reconnecting`], [`ClientEvent::Resumed`] and
+//!   [`ClientEvent::ResumeFailed`] (docs/client.md).
 
 pub mod client;
 pub mod config;
@@ -39,6 +44,7 @@ pub mod event;
 pub mod game;
 mod liveness;
 mod peer;
+mod reconnect;
 mod signaling;
 
 pub use client::Client;

@@ -41,9 +41,14 @@ type PongWaiters = Arc<Mutex<HashMap<u32, oneshot::Sender<Instant>>>>;
 pub(crate) struct Signaling {
     out: mpsc::UnboundedSender<Outgoing>,
     pongs: PongWaiters,
+    /// The status code of the server's Close frame, once one arrived
+    /// (1005 when it carried none); stays None when the connection just
+    /// broke.
+    close_code: Arc<Mutex<Option<u16>>>,
     next_ping_id: AtomicU32,
-    writer: JoinHandle<()>,
-    reader: JoinHandle<()>,
+    // Behind locks so that a shared `Signaling` can be closed or aborted.
+    writer: Mutex<Option<JoinHandle<()>>>,
+    reader: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Signaling {
@@ -83,11 +88,18 @@ impl Signaling {
         });
 
         let reader_pongs = pongs.clone();
+        let close_code: Arc<Mutex<Option<u16>>> = Arc::default();
+        let reader_close_code = close_code.clone();
         let reader = tokio::spawn(async move {
             while let Some(frame) = stream.next().await {
                 let text = match frame {
                     Ok(Message::Text(t)) => t,
-                    Ok(Message::Close(_)) => break,
+                    Ok(Message::Close(frame)) => {
+                        // RFC 6455 7.1.5: 1005 stands for "no status code".
+                        let code = frame.map_or(1005, |f| u16::from(f.code));
+                        *lock(&reader_close_code) = Some(code);
+                        break;
+                    }
                     Ok(Message::Binary(b)) => {
                         let note = format!("binary message of {} bytes", b.len());
                         if in_tx.send(Incoming::Unknown(note)).is_err() {
@@ -128,11 +140,18 @@ impl Signaling {
         let signaling = Signaling {
             out,
             pongs,
+            close_code,
             next_ping_id: AtomicU32::new(1),
-            writer,
-            reader,
+            writer: Mutex::new(Some(writer)),
+            reader: Mutex::new(Some(reader)),
         };
         Ok((signaling, in_rx))
+    }
+
+    /// The status code of the server's Close frame, if the server closed
+    /// the connection (rather than the connection breaking).
+    pub(crate) fn close_code(&self) -> Option<u16> {
+        *lock(&self.close_code)
     }
 
     /// Queues a message; fails only when the WebSocket is gone.
@@ -170,22 +189,38 @@ impl Signaling {
 
     /// Sends a Close frame and waits (up to `timeout`) until the server has
     /// closed its side, so that everything sent before has been processed.
-    pub(crate) async fn close(&mut self, timeout: Duration) {
+    pub(crate) async fn close(&self, timeout: Duration) {
         let _ = self.out.send(Outgoing::Close);
-        let _ = tokio::time::timeout(timeout, &mut self.writer).await;
-        if tokio::time::timeout(timeout, &mut self.reader)
-            .await
-            .is_err()
-        {
-            self.reader.abort();
+        let writer = lock(&self.writer).take();
+        if let Some(mut writer) = writer {
+            if tokio::time::timeout(timeout, &mut writer).await.is_err() {
+                writer.abort();
+            }
+        }
+        let reader = lock(&self.reader).take();
+        if let Some(mut reader) = reader {
+            if tokio::time::timeout(timeout, &mut reader).await.is_err() {
+                reader.abort();
+            }
+        }
+    }
+
+    /// Drops the connection without a Close frame, as a network failure
+    /// would: the server keeps this client's seat for resume (a Close
+    /// frame would release it).
+    pub(crate) fn abort(&self) {
+        if let Some(w) = lock(&self.writer).take() {
+            w.abort();
+        }
+        if let Some(r) = lock(&self.reader).take() {
+            r.abort();
         }
     }
 }
 
 impl Drop for Signaling {
     fn drop(&mut self) {
-        self.writer.abort();
-        self.reader.abort();
+        self.abort();
     }
 }
 

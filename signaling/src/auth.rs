@@ -144,7 +144,7 @@ pub struct AuthConfig {
 
 /// Selects the pure-Rust backend for the process: jsonwebtoken panics at
 /// first use if it cannot tell which backend to use (e.g. both enabled).
-fn install_crypto() {
+pub(crate) fn install_crypto() {
     let _ = jsonwebtoken::crypto::CryptoProvider::install_default(
         &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER,
     );
@@ -238,7 +238,7 @@ impl AuthConfig {
 }
 
 /// Short reasons, never the token or the secret.
-fn describe(e: &jsonwebtoken::errors::Error) -> String {
+pub(crate) fn describe(e: &jsonwebtoken::errors::Error) -> String {
     use jsonwebtoken::errors::ErrorKind;
     match e.kind() {
         ErrorKind::InvalidSignature => "signature does not verify".into(),

@@ -1,3 +1,4 @@
+use crate::resume::ResumeConfig;
 use rtcrelay_protocol::limits::{
     DEFAULT_MAX_SIGNALING_MESSAGE_BYTES, DEFAULT_ROOM_CAPACITY, MAX_ROOM_CAPACITY,
 };
@@ -53,6 +54,8 @@ pub struct SignalingConfig {
     /// ...and a connection from which nothing arrived (no message, no Pong)
     /// for this long is dead: closed, and its room told `disconnected`.
     pub dead_after: Duration,
+    /// Resume tokens and, per room, how long a lost player's seat is kept.
+    pub resume: ResumeConfig,
 }
 
 impl Default for SignalingConfig {
@@ -71,6 +74,7 @@ impl Default for SignalingConfig {
             limits: LimitsConfig::default(),
             heartbeat_interval: Duration::from_secs(1),
             dead_after: Duration::from_secs(5),
+            resume: ResumeConfig::default(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! metrics, and the admin API when a network lab is configured. State lives
 //! in one `Arc<AppState>`.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::limits::ConnectionLimits;
+use crate::resume::Seats;
 use crate::rooms::{MemoryRooms, RoomRegistry};
 use crate::session::{self, Outboxes};
 use crate::{admin, assets, SignalingConfig, SignalingMetrics};
@@ -35,6 +36,9 @@ pub struct AppState {
     /// The drain deadline once draining started.
     draining: watch::Sender<Option<Instant>>,
     pub(crate) connections: ConnectionLimits,
+    /// Seats kept for resume, by peer id.
+    pub(crate) seats: Seats,
+    next_connection: AtomicU64,
 }
 
 impl AppState {
@@ -61,7 +65,14 @@ impl AppState {
             shutdown: watch::channel(false).0,
             draining: watch::channel(None).0,
             connections,
+            seats: Seats::default(),
+            next_connection: AtomicU64::new(1),
         })
+    }
+
+    /// A number for a new signaling connection, never reused.
+    pub(crate) fn allocate_connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
     }
 
     pub(crate) fn allocate_peer_id(&self) -> PeerId {

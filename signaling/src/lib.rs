@@ -17,6 +17,7 @@ pub mod auth;
 pub mod config;
 pub mod limits;
 pub mod metrics;
+pub mod resume;
 pub mod rooms;
 pub mod session;
 
@@ -29,3 +30,4 @@ pub use config::{IceServerMinter, SignalingConfig};
 pub use http::{router, AppState};
 pub use limits::LimitsConfig;
 pub use metrics::SignalingMetrics;
+pub use resume::{ResumeConfig, ResumeKey};

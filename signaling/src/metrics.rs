@@ -65,7 +65,27 @@ pub struct SignalingMetrics {
     pub limit_hits: Family<LimitLabel, Counter>,
     /// Connections closed because nothing arrived for `dead_after`.
     pub dead_connections: Counter,
+    /// Resume joins, by outcome (`resumed`, or why refused).
+    pub resumes: Family<OutcomeLabel, Counter>,
+    /// Players that lost their connection and whose seat was kept.
+    pub players_away: Counter,
+    /// Kept seats released because their grace period ended.
+    pub seats_released: Counter,
 }
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+/// The `outcome` label values of `resumes`.
+pub const RESUME_OUTCOMES: &[&str] = &[
+    "resumed",
+    "invalid",
+    "expired",
+    "wrong_room",
+    "kind_mismatch",
+];
 
 impl SignalingMetrics {
     pub fn register(&self, registry: &mut Registry) {
@@ -122,6 +142,25 @@ impl SignalingMetrics {
             "Signaling connections closed after nothing arrived for signaling.dead_after",
             self.dead_connections.clone(),
         );
+        r.register(
+            "resumes",
+            "Joins with a resume token, by outcome (resumed, invalid, expired, wrong_room, \
+             kind_mismatch)",
+            self.resumes.clone(),
+        );
+        r.register(
+            "players_away",
+            "Players that lost their connection and whose seat was kept for resume",
+            self.players_away.clone(),
+        );
+        r.register(
+            "seats_released",
+            "Kept seats released because their grace period ended",
+            self.seats_released.clone(),
+        );
+        for &outcome in RESUME_OUTCOMES {
+            let _ = self.resumes.get_or_create(&OutcomeLabel { outcome });
+        }
         for reason in [
             ErrorCode::AuthRequired,
             ErrorCode::TokenInvalid,
@@ -150,6 +189,10 @@ impl SignalingMetrics {
                 reason: code.as_str(),
             })
             .inc();
+    }
+
+    pub fn resume(&self, outcome: &'static str) {
+        self.resumes.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     pub fn limit_hit(&self, limit: &'static str) {

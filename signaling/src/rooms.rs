@@ -69,6 +69,10 @@ pub trait RoomRegistry: Send + Sync + 'static {
     /// The members of `room`, in join order.
     fn members(&self, room: &RoomId) -> Vec<PeerId>;
 
+    /// `room`'s capacity and members (names too), for a member that comes
+    /// back; `None` if the room is gone.
+    fn roster(&self, room: &RoomId) -> Option<(usize, Vec<RosterEntry>)>;
+
     fn room_count(&self) -> usize;
 }
 
@@ -165,6 +169,12 @@ impl RoomRegistry for MemoryRooms {
             .get(room_id)
             .map(|r| r.members.iter().map(|m| m.peer_id).collect())
             .unwrap_or_default()
+    }
+
+    fn roster(&self, room_id: &RoomId) -> Option<(usize, Vec<RosterEntry>)> {
+        self.lock()
+            .get(room_id)
+            .map(|r| (r.capacity, r.members.clone()))
     }
 
     fn room_count(&self) -> usize {

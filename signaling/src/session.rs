@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,10 +29,13 @@ use tokio::sync::{mpsc, Notify};
 use crate::auth::{AuthMode, VerifiedPlayer};
 use crate::limits::{AtMostEvery, ConnectionPermit, ConnectionRefused, TokenBucket};
 use crate::metrics::{self as m, KindLabel};
+use crate::resume::{Holder, Seat};
 use crate::AppState;
 
-/// WebSocket close codes we use (RFC 6455).
+/// WebSocket close codes we use (RFC 6455; 4000-4999 are the application's).
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// Another connection resumed this one's seat.
+const CLOSE_SUPERSEDED: u16 = 4001;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_POLICY: u16 = 1008;
 
@@ -73,10 +77,14 @@ impl SignalBudget {
 
 /// A session's outbox, as other sessions see it.
 struct Outbox {
+    /// The connection it belongs to (a resumed seat moves to a new one).
+    conn: u64,
     tx: mpsc::Sender<ServerMessage>,
     /// Wakes the session when its outbox overflowed, even while it is stuck
     /// writing to a socket its client does not read.
     evicted: Arc<Notify>,
+    /// Set when another connection resumed this one's seat.
+    superseded: Arc<AtomicBool>,
 }
 
 /// Outboxes of all connected sessions, by peer id.
@@ -84,12 +92,39 @@ struct Outbox {
 pub(crate) struct Outboxes(Mutex<HashMap<PeerId, Outbox>>);
 
 impl Outboxes {
-    fn insert(&self, peer: PeerId, tx: mpsc::Sender<ServerMessage>, evicted: Arc<Notify>) {
-        self.lock().insert(peer, Outbox { tx, evicted });
+    fn insert(&self, peer: PeerId, outbox: Outbox) {
+        self.lock().insert(peer, outbox);
     }
 
-    fn remove(&self, peer: PeerId) {
-        self.lock().remove(&peer);
+    /// Removes `peer`'s outbox if connection `conn` owns it.
+    fn remove(&self, peer: PeerId, conn: u64) {
+        let mut map = self.lock();
+        if map.get(&peer).is_some_and(|o| o.conn == conn) {
+            map.remove(&peer);
+        }
+    }
+
+    /// Moves connection `conn`'s outbox from peer id `from` to `to` (a
+    /// resumed seat's).
+    fn rekey(&self, from: PeerId, to: PeerId, conn: u64) {
+        let mut map = self.lock();
+        if map.get(&from).is_some_and(|o| o.conn == conn) {
+            if let Some(outbox) = map.remove(&from) {
+                map.insert(to, outbox);
+            }
+        }
+    }
+
+    /// Ends connection `conn`, whose seat (`peer`) another connection
+    /// resumed: it closes without touching the room.
+    fn supersede(&self, peer: PeerId, conn: u64) {
+        let mut map = self.lock();
+        if map.get(&peer).is_some_and(|o| o.conn == conn) {
+            if let Some(outbox) = map.remove(&peer) {
+                outbox.superseded.store(true, AtomicOrdering::SeqCst);
+                outbox.evicted.notify_one();
+            }
+        }
     }
 
     /// Queues `msg` for `peer`. A full outbox means the client is not reading:
@@ -198,6 +233,11 @@ struct Membership {
     webrtc: Option<mpsc::UnboundedReceiver<SessionEvent>>,
     /// P2p rooms: what this member may still `signal` to each other one.
     signal_budgets: HashMap<PeerId, SignalBudget>,
+    /// The room's grace period when the seat is kept for resume.
+    grace: Option<Duration>,
+    /// The WebRTC session was lost (the WebSocket is fine): the seat is away
+    /// until this deadline, for this absence (epoch).
+    away: Option<(Instant, u64)>,
 }
 
 /// What the loop should do after handling something.
@@ -207,14 +247,35 @@ enum Flow {
     /// The client sent a Close frame; the WebSocket layer has queued the
     /// reply, which only needs flushing.
     ClosedByClient,
-    /// Nothing arrived for `dead_after`; the room was told `disconnected`.
+    /// Nothing arrived for `dead_after`.
     Dead,
+    /// The connection is unusable (a client too slow to read, a failed
+    /// write): closed with this code; the seat is kept for resume.
+    Lost(u16, &'static str),
+    /// Another connection resumed this one's seat.
+    Superseded,
+}
+
+/// How a connection ended, for what happens to its seat.
+enum Exit {
+    /// The client closed it (Close frame) or the server did on purpose
+    /// (shutdown, a fatal protocol error): the member leaves.
+    Left(Option<(u16, &'static str)>),
+    /// The network or the client failed: the seat is kept for resume.
+    Lost(Option<(u16, &'static str)>),
+    /// Another connection took the seat.
+    Superseded,
 }
 
 struct Session {
     state: Arc<AppState>,
     socket: WebSocket,
     peer: PeerId,
+    /// This connection's number (a peer id moves to another connection when
+    /// its seat is resumed there).
+    conn: u64,
+    /// Set when another connection resumed our seat.
+    superseded: Arc<AtomicBool>,
     outbox: mpsc::Receiver<ServerMessage>,
     /// Notified when other sessions found the outbox full.
     evicted: Arc<Notify>,
@@ -238,9 +299,19 @@ impl Session {
         query_token: Option<String>,
     ) -> Session {
         let peer = state.allocate_peer_id();
+        let conn = state.allocate_connection_id();
         let (tx, outbox) = mpsc::channel(state.config.outbound_queue);
         let evicted = Arc::new(Notify::new());
-        state.outboxes.insert(peer, tx, evicted.clone());
+        let superseded = Arc::new(AtomicBool::new(false));
+        state.outboxes.insert(
+            peer,
+            Outbox {
+                conn,
+                tx,
+                evicted: evicted.clone(),
+                superseded: superseded.clone(),
+            },
+        );
         state.metrics.connections.inc();
         let now = Instant::now();
         let limits = &state.config.limits;
@@ -249,6 +320,8 @@ impl Session {
             state,
             socket,
             peer,
+            conn,
+            superseded,
             outbox,
             evicted,
             membership: None,
@@ -272,7 +345,8 @@ impl Session {
         if let Some(deadline) = already_draining {
             let _ = self.draining(deadline).await;
         }
-        let flow = loop {
+        let exit = loop {
+            let grace_over = grace_deadline(self.membership.as_ref().and_then(|m| m.away));
             let flow = tokio::select! {
                 incoming = self.socket.recv() => match incoming {
                     Some(Ok(msg)) => {
@@ -281,10 +355,11 @@ impl Session {
                     }
                     Some(Err(e)) => {
                         tracing::debug!(peer = %self.peer, error = %e, "signaling socket error");
-                        break None;
+                        break Exit::Lost(None);
                     }
-                    None => break None,
+                    None => break Exit::Lost(None),
                 },
+                () = grace_over => self.grace_over().await,
                 out = self.outbox.recv() => match out {
                     Some(msg) => self.send(&msg).await,
                     None => self.too_slow(),
@@ -302,13 +377,19 @@ impl Session {
             };
             match flow {
                 Flow::Continue => {}
-                Flow::Close(code, reason) => break Some((code, reason)),
-                Flow::ClosedByClient => break None,
-                Flow::Dead => break Some((CLOSE_POLICY, "no heartbeat")),
+                Flow::Close(code, reason) => break Exit::Left(Some((code, reason))),
+                Flow::ClosedByClient => break Exit::Left(None),
+                Flow::Dead => break Exit::Lost(Some((CLOSE_POLICY, "no heartbeat"))),
+                Flow::Lost(code, reason) => break Exit::Lost(Some((code, reason))),
+                Flow::Superseded => break Exit::Superseded,
             }
         };
+        let close = match exit {
+            Exit::Left(close) | Exit::Lost(close) => close,
+            Exit::Superseded => Some((CLOSE_SUPERSEDED, "resumed on another connection")),
+        };
         let closing = async {
-            if let Some((code, reason)) = flow {
+            if let Some((code, reason)) = close {
                 let frame = CloseFrame {
                     code,
                     reason: reason.into(),
@@ -322,8 +403,12 @@ impl Session {
         if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
             tracing::debug!(peer = %self.peer, "closing handshake timed out; dropping the connection");
         }
-        self.leave_room(LeaveReason::Left).await;
-        self.state.outboxes.remove(self.peer);
+        match exit {
+            Exit::Left(_) => self.leave_room(LeaveReason::Left).await,
+            Exit::Lost(_) => self.suspend().await,
+            Exit::Superseded => {}
+        }
+        self.state.outboxes.remove(self.peer, self.conn);
         self.state.metrics.connections.dec();
         tracing::debug!(peer = %self.peer, "signaling connection closed");
     }
@@ -370,8 +455,11 @@ impl Session {
                 name,
                 capacity,
                 token,
-                resume: _,
-            } => self.join(version, room, kind, name, capacity, token).await,
+                resume,
+            } => match resume {
+                Some(resume) => self.resume(version, room, kind, resume).await,
+                None => self.join(version, room, kind, name, capacity, token).await,
+            },
             ClientMessage::Offer { sdp } => self.offer(sdp).await,
             ClientMessage::Candidate { candidate, .. } => self.candidate(candidate).await,
             ClientMessage::Leave => {
@@ -478,6 +566,26 @@ impl Session {
         );
 
         let others: Vec<PeerId> = joined.roster.iter().map(|m| m.peer_id).collect();
+        // Seats in rooms with a server peer are kept for resume; p2p
+        // members hold nothing on the server worth keeping.
+        let grace = self.state.config.resume.rules.for_room(&room).grace;
+        let grace = (kind != RoomKind::P2p && !grace.is_zero()).then_some(grace);
+        let resume_token = grace.map(|grace| {
+            let jti = rand::random::<u64>();
+            self.state.seats.insert(
+                self.peer,
+                Seat {
+                    room: room.clone(),
+                    kind,
+                    name: name.clone(),
+                    player: player.clone(),
+                    grace,
+                    jti,
+                    holder: Holder::Connection(self.conn),
+                },
+            );
+            self.resume_token(&room, jti)
+        });
         self.membership = Some(Membership {
             room: room.clone(),
             kind,
@@ -485,6 +593,8 @@ impl Session {
             player,
             webrtc: None,
             signal_budgets: HashMap::new(),
+            grace,
+            away: None,
         });
         let welcome = ServerMessage::Welcome {
             version: PROTOCOL_VERSION,
@@ -494,8 +604,8 @@ impl Session {
             capacity: joined.capacity,
             roster: joined.roster,
             ice_servers: self.state.config.ice_servers_for(self.peer),
-            resume_token: None,
-            resume_grace_ms: None,
+            resume_token,
+            resume_grace_ms: grace.map(millis),
             resumed: false,
         };
         let flow = self.send(&welcome).await;
@@ -555,8 +665,8 @@ impl Session {
             m.webrtc = Some(rx);
         }
         let mid = first_mid(&answer.sdp);
-        if let flow @ Flow::Close(..) = self.send(&ServerMessage::Answer { sdp: answer.sdp }).await
-        {
+        let flow = self.send(&ServerMessage::Answer { sdp: answer.sdp }).await;
+        if !matches!(flow, Flow::Continue) {
             return flow;
         }
         // Also trickled, for clients that add candidates only this way.
@@ -565,7 +675,8 @@ impl Session {
                 candidate,
                 mid: mid.clone(),
             };
-            if let flow @ Flow::Close(..) = self.send(&msg).await {
+            let flow = self.send(&msg).await;
+            if !matches!(flow, Flow::Continue) {
                 return flow;
             }
         }
@@ -678,7 +789,9 @@ impl Session {
     async fn on_session_event(&mut self, event: SessionEvent) -> Flow {
         match event {
             SessionEvent::Ready { realtime, control } => {
-                self.send(&ServerMessage::Ready { realtime, control }).await
+                let flow = self.send(&ServerMessage::Ready { realtime, control }).await;
+                self.back_from_away();
+                flow
             }
             SessionEvent::ChannelRejected { reason } => {
                 if let Some(m) = self.membership.as_mut() {
@@ -688,9 +801,20 @@ impl Session {
             }
             SessionEvent::Closed { reason } => {
                 tracing::info!(peer = %self.peer, %reason, "WebRTC session closed");
-                // The session is gone on the relay side already.
+                // The session is gone on the relay side already; its seat
+                // was kept there.
                 if let Some(m) = self.membership.as_mut() {
                     m.webrtc = None;
+                }
+                if let Some(grace_ms) = self.webrtc_lost() {
+                    // The client may come back with a new offer on this
+                    // socket, or a resume join on another.
+                    return self
+                        .send(&ServerMessage::PeerAway {
+                            peer_id: self.peer,
+                            grace_ms,
+                        })
+                        .await;
                 }
                 self.leave_room(LeaveReason::Disconnected).await;
                 self.send(&ServerMessage::PeerLeft {
@@ -707,8 +831,13 @@ impl Session {
         let Some(membership) = self.membership.take() else {
             return;
         };
-        if membership.webrtc.is_some() {
-            self.state.relay.close(self.peer, &membership.room, SeatEnd::Leave).await;
+        self.state.seats.remove_held(self.peer, self.conn);
+        // Also when no session is open: the relay may keep a seat for it.
+        if membership.kind != RoomKind::P2p {
+            self.state
+                .relay
+                .close(self.peer, &membership.room, SeatEnd::Leave)
+                .await;
         }
         let Some(left) = self.state.rooms.leave(&membership.room, self.peer) else {
             return;
@@ -750,7 +879,7 @@ impl Session {
             _ = self.evicted.notified() => self.too_slow(),
             sent = self.socket.send(text) => match sent {
                 Ok(()) => Flow::Continue,
-                Err(_) => Flow::Close(1000, "send failed"),
+                Err(_) => Flow::Lost(1000, "send failed"),
             },
         }
     }
@@ -813,7 +942,7 @@ impl Session {
         let ping = self.socket.send(Message::Ping(Vec::new().into()));
         match tokio::time::timeout(dead_after, ping).await {
             Ok(Ok(())) => Flow::Continue,
-            Ok(Err(_)) => Flow::Close(1000, "send failed"),
+            Ok(Err(_)) => Flow::Lost(1000, "send failed"),
             Err(_) => self.dead().await,
         }
     }
@@ -825,7 +954,6 @@ impl Session {
             "nothing from the client for {:?}; closing its connection",
             self.state.config.dead_after
         );
-        self.leave_room(LeaveReason::Disconnected).await;
         Flow::Dead
     }
 
@@ -836,11 +964,237 @@ impl Session {
         self.send(&ServerMessage::Draining { deadline_ms }).await
     }
 
-    /// The outbox overflowed (other sessions dropped it).
+    /// The outbox overflowed (other sessions dropped it), or another
+    /// connection resumed our seat.
     fn too_slow(&self) -> Flow {
+        if self.superseded.load(AtomicOrdering::SeqCst) {
+            tracing::info!(peer = %self.peer, "seat resumed on another connection; closing this one");
+            return Flow::Superseded;
+        }
         self.state.metrics.slow_clients.inc();
         tracing::info!(peer = %self.peer, "client too slow to read its messages; disconnecting");
-        Flow::Close(CLOSE_POLICY, "too slow reading messages")
+        Flow::Lost(CLOSE_POLICY, "too slow reading messages")
+    }
+
+    /// A new resume token for our seat in `room`, whose id is `jti`.
+    fn resume_token(&self, room: &RoomId, jti: u64) -> String {
+        let resume = &self.state.config.resume;
+        let exp = unix_now().saturating_add(resume.token_ttl.as_secs());
+        resume.key.mint(room, self.peer, jti, exp)
+    }
+
+    /// A `join` with a resume token: takes back the seat it names (and its
+    /// peer id) on this connection. A connection still holding it is
+    /// superseded. Allowed while draining: the match the seat is in may
+    /// still be running.
+    async fn resume(&mut self, version: u32, room: RoomId, kind: RoomKind, token: String) -> Flow {
+        if let Some(m) = &self.membership {
+            let msg = format!("already in room {}; send leave first", m.room);
+            return self.error(ErrorCode::AlreadyJoined, msg).await;
+        }
+        if version != PROTOCOL_VERSION {
+            let msg =
+                format!("this server speaks protocol version {PROTOCOL_VERSION}, not {version}");
+            return self.error(ErrorCode::UnsupportedVersion, msg).await;
+        }
+        let new_jti = rand::random::<u64>();
+        let claimed = self
+            .state
+            .config
+            .resume
+            .key
+            .verify(&token, &room, unix_now())
+            .and_then(|(peer, jti)| {
+                self.state
+                    .seats
+                    .claim(peer, kind, jti, self.conn, new_jti)
+                    .map(|c| (peer, c))
+            });
+        let (peer, claimed) = match claimed {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.state.metrics.resume(e.label());
+                tracing::info!(conn = self.conn, %room, code = %e.code(), "resume refused: {e}");
+                return self.error(e.code(), format!("join: {e}")).await;
+            }
+        };
+        let seat = claimed.seat;
+        if let Holder::Connection(old) = claimed.previous {
+            // A half-open connection the client gave up on: it goes, and so
+            // does its WebRTC session (the seat stays).
+            self.state.outboxes.supersede(peer, old);
+            self.state.relay.close(peer, &room, SeatEnd::Keep).await;
+        }
+        // This connection now speaks for the seat's peer id. (Its outbox
+        // is gone only if it was evicted: then it ends at the next read.)
+        self.state.outboxes.rekey(self.peer, peer, self.conn);
+        self.peer = peer;
+        let (capacity, mut roster) = self.state.rooms.roster(&room).unwrap_or_default();
+        roster.retain(|m| m.peer_id != peer);
+        let others: Vec<PeerId> = roster.iter().map(|m| m.peer_id).collect();
+        self.state.metrics.resume("resumed");
+        tracing::info!(
+            %peer,
+            %room,
+            player = seat.player.as_deref(),
+            away_for = ?match claimed.previous {
+                Holder::Away { since, .. } => Some(since.elapsed()),
+                Holder::Connection(_) => None,
+            },
+            "resumed"
+        );
+        let token = self.resume_token(&room, new_jti);
+        self.membership = Some(Membership {
+            room: room.clone(),
+            kind,
+            name: seat.name,
+            player: seat.player,
+            webrtc: None,
+            signal_budgets: HashMap::new(),
+            grace: Some(seat.grace),
+            away: None,
+        });
+        let welcome = ServerMessage::Welcome {
+            version: PROTOCOL_VERSION,
+            peer_id: peer,
+            room,
+            kind,
+            capacity,
+            roster,
+            ice_servers: self.state.config.ice_servers_for(peer),
+            resume_token: Some(token),
+            resume_grace_ms: Some(millis(seat.grace)),
+            resumed: true,
+        };
+        let flow = self.send(&welcome).await;
+        self.broadcast(&others, ServerMessage::PeerBack { peer_id: peer });
+        flow
+    }
+
+    /// Our WebRTC session ended on its own while this socket is fine: when
+    /// the seat is kept, it is away until the grace period ends (the room is
+    /// told) and the grace in ms is returned; `None`: not resumable.
+    fn webrtc_lost(&mut self) -> Option<u64> {
+        let (peer, conn) = (self.peer, self.conn);
+        let m = self.membership.as_mut()?;
+        let grace = m.grace?;
+        let (epoch, since) = self.state.seats.set_away(peer, conn, Instant::now())?;
+        let deadline = since + grace;
+        let grace_ms = millis(deadline.saturating_duration_since(Instant::now()));
+        if m.away.is_none() {
+            m.away = Some((deadline, epoch));
+            self.state.metrics.players_away.inc();
+            let others = self.others();
+            self.broadcast(
+                &others,
+                ServerMessage::PeerAway {
+                    peer_id: peer,
+                    grace_ms,
+                },
+            );
+        }
+        Some(grace_ms)
+    }
+
+    /// A new WebRTC session is ready: an away seat is ours again.
+    fn back_from_away(&mut self) {
+        let (peer, conn) = (self.peer, self.conn);
+        let Some(m) = self.membership.as_mut() else {
+            return;
+        };
+        if m.away.take().is_none() || !self.state.seats.set_back(peer, conn) {
+            return;
+        }
+        tracing::info!(%peer, room = %m.room, "back with a new WebRTC session");
+        let others = self.others();
+        self.broadcast(&others, ServerMessage::PeerBack { peer_id: peer });
+    }
+
+    /// The grace period of our away seat ended (this socket is open but no
+    /// new WebRTC session came): the seat is released, and we are told.
+    async fn grace_over(&mut self) -> Flow {
+        let Some(m) = self.membership.take() else {
+            return Flow::Continue;
+        };
+        let Some((_, epoch)) = m.away else {
+            self.membership = Some(m);
+            return Flow::Continue;
+        };
+        if self.state.seats.release_if_away(self.peer, epoch).is_some() {
+            release_seat(&self.state, self.peer, &m.room).await;
+        }
+        self.send(&ServerMessage::PeerLeft {
+            peer_id: self.peer,
+            reason: LeaveReason::Disconnected,
+        })
+        .await
+    }
+
+    /// The connection was lost: a resumable seat is kept (away) for its
+    /// grace period, its WebRTC session closed; others leave as before.
+    async fn suspend(&mut self) {
+        let Some(grace) = self.membership.as_ref().and_then(|m| m.grace) else {
+            self.leave_room(LeaveReason::Disconnected).await;
+            return;
+        };
+        let Some((epoch, since)) = self
+            .state
+            .seats
+            .set_away(self.peer, self.conn, Instant::now())
+        else {
+            // Not ours any more (resumed elsewhere meanwhile).
+            self.membership = None;
+            return;
+        };
+        let Some(m) = self.membership.take() else {
+            return;
+        };
+        self.state
+            .relay
+            .close(self.peer, &m.room, SeatEnd::Keep)
+            .await;
+        let deadline = since + grace;
+        if m.away.is_none() {
+            self.state.metrics.players_away.inc();
+            let others: Vec<PeerId> = self
+                .state
+                .rooms
+                .members(&m.room)
+                .into_iter()
+                .filter(|p| *p != self.peer)
+                .collect();
+            let grace_ms = millis(deadline.saturating_duration_since(Instant::now()));
+            self.broadcast(
+                &others,
+                ServerMessage::PeerAway {
+                    peer_id: self.peer,
+                    grace_ms,
+                },
+            );
+        }
+        tracing::info!(peer = %self.peer, room = %m.room, ?grace, "connection lost; seat kept");
+        let state = self.state.clone();
+        let peer = self.peer;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            if let Some(seat) = state.seats.release_if_away(peer, epoch) {
+                release_seat(&state, peer, &seat.room).await;
+            }
+        });
+    }
+
+    /// The other members of our room.
+    fn others(&self) -> Vec<PeerId> {
+        match &self.membership {
+            Some(m) => self
+                .state
+                .rooms
+                .members(&m.room)
+                .into_iter()
+                .filter(|p| *p != self.peer)
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
     async fn error(&mut self, code: ErrorCode, message: impl Into<String>) -> Flow {
@@ -860,6 +1214,46 @@ impl Session {
         };
         let _ = self.send(&msg).await;
     }
+}
+
+/// An away seat's grace period is over: the game applies its after-grace
+/// rule, the member leaves the room and the others are told.
+async fn release_seat(state: &AppState, peer: PeerId, room: &RoomId) {
+    state.relay.close(peer, room, SeatEnd::GraceOver).await;
+    state.metrics.seats_released.inc();
+    let Some(left) = state.rooms.leave(room, peer) else {
+        return;
+    };
+    state.metrics.room_members.dec();
+    state.metrics.rooms.set(state.rooms.room_count() as i64);
+    tracing::info!(%peer, %room, "grace period over; seat released");
+    let msg = ServerMessage::PeerLeft {
+        peer_id: peer,
+        reason: LeaveReason::Disconnected,
+    };
+    for other in left.remaining {
+        if !state.outboxes.send(other, msg.clone()) {
+            tracing::debug!(peer = %other, "outbox full; that client will be disconnected");
+        }
+    }
+}
+
+/// Fires when the grace period of our away seat ends; never without one.
+async fn grace_deadline(away: Option<(Instant, u64)>) {
+    match away {
+        Some((deadline, _)) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The next event of the current WebRTC session; pending forever without one.

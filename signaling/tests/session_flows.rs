@@ -77,6 +77,10 @@ impl MockRelay {
         self.calls().closes.clone()
     }
 
+    fn seat_ends(&self) -> Vec<(PeerId, SeatEnd)> {
+        self.calls().seat_ends.clone()
+    }
+
     fn candidates(&self) -> Vec<(PeerId, String)> {
         self.calls().candidates.clone()
     }
@@ -134,6 +138,13 @@ impl SessionHost for MockRelay {
 // ---------------------------------------------------------------------------
 // The server and clients
 
+/// The default config, with seats released at once (no resume).
+fn base_config() -> SignalingConfig {
+    let mut config = SignalingConfig::default();
+    config.resume.rules.default.grace = Duration::ZERO;
+    config
+}
+
 struct Server {
     addr: SocketAddr,
     state: Arc<AppState>,
@@ -141,8 +152,10 @@ struct Server {
 }
 
 impl Server {
+    /// Without resume (grace 0): these flows test what happens to a member
+    /// whose connection ends for good; tests/e2e_resume.rs covers resume.
     async fn start() -> Server {
-        Self::start_with(SignalingConfig::default()).await
+        Self::start_with(base_config()).await
     }
 
     async fn start_with(config: SignalingConfig) -> Server {
@@ -575,8 +588,9 @@ async fn closed_session_removes_the_peer_from_the_room() {
     );
     a.expect_peer_left(a.peer(), "disconnected").await;
     b.expect_peer_left(a.peer(), "disconnected").await;
-    // The session is already gone on the relay side.
-    assert!(server.relay.closes().is_empty());
+    // The session is already gone on the relay side, which kept its seat
+    // (for a resume); without resume the seat is given up.
+    assert_eq!(server.relay.seat_ends(), [(a.peer(), SeatEnd::Leave)]);
 
     // The roster shrank.
     let mut c = server.connect().await;
@@ -625,13 +639,14 @@ async fn leave_closes_the_session_and_tells_the_room() {
     let room = RoomId::try_from("r5").unwrap();
     assert_eq!(server.state.rooms.members(&room), [b.peer()]);
 
-    // Without a session, leaving does not call the relay.
+    // Without a session, leaving still tells the relay: it may keep a seat
+    // for the peer (an authoritative room's player whose session was lost).
     let mut c = server.connect().await;
     c.join("r5", "cy").await;
     b.expect_peer_joined(c.peer()).await;
     c.leave().await;
     b.expect_peer_left(c.peer(), "left").await;
-    assert_eq!(server.relay.closes(), [a.peer()]);
+    assert_eq!(server.relay.closes(), [a.peer(), c.peer()]);
 
     // Closing the WebSocket is a leave.
     let mut d = server.connect().await;
@@ -641,17 +656,18 @@ async fn leave_closes_the_session_and_tells_the_room() {
     let d_peer = d.peer();
     d.close().await;
     b.expect_peer_left(d_peer, "left").await;
-    assert_eq!(server.relay.closes(), [a.peer(), d_peer]);
+    assert_eq!(server.relay.closes(), [a.peer(), c.peer(), d_peer]);
 
-    // So is a connection that just drops, without a closing handshake.
+    // A connection that just drops, without a closing handshake, was lost
+    // (with resume its seat would be kept).
     let mut e = server.connect().await;
     e.join("r5", "eve").await;
     b.expect_peer_joined(e.peer()).await;
     e.offer().await;
     let e_peer = e.peer();
     drop(e);
-    b.expect_peer_left(e_peer, "left").await;
-    assert_eq!(server.relay.closes(), [a.peer(), d_peer, e_peer]);
+    b.expect_peer_left(e_peer, "disconnected").await;
+    assert_eq!(server.relay.closes(), [a.peer(), c.peer(), d_peer, e_peer]);
     assert_eq!(server.state.rooms.members(&room), [b.peer()]);
 }
 
@@ -686,7 +702,7 @@ fn max_send_buffer() -> usize {
 async fn client_that_never_reads_is_disconnected() {
     let config = SignalingConfig {
         outbound_queue: 4,
-        ..SignalingConfig::default()
+        ..base_config()
     };
     let server = Server::start_with(config).await;
     let mut slow = Ws::connect(server.addr, Some(4096)).await;
@@ -733,15 +749,19 @@ async fn client_that_never_reads_is_disconnected() {
     assert!(before.is_empty(), "watcher got {before:?}");
     watcher.skip_left_of = None;
     if watcher.skipped == 0 {
-        watcher.expect_peer_left(slow.peer(), "left").await;
+        watcher.expect_peer_left(slow.peer(), "disconnected").await;
     } else {
         assert_eq!(watcher.skipped, 1);
     }
     cycle(&mut cycler, &mut watcher, "r6").await;
     let room = RoomId::try_from("r6").unwrap();
     assert_eq!(server.state.rooms.members(&room), [watcher.peer()]);
-    // The rejection ended the WebRTC session already: nothing to close.
-    assert!(server.relay.closes().is_empty());
+    // The rejection ended the WebRTC session already; its seat (kept by the
+    // relay) is given up.
+    assert!(server
+        .relay
+        .seat_ends()
+        .contains(&(slow.peer(), SeatEnd::Leave)));
 
     // The slow client finds its connection closed: a 1008 Close frame if it
     // made it out, else the end of the stream.
@@ -758,7 +778,7 @@ async fn client_that_never_reads_is_disconnected() {
 async fn outbox_overflow_while_busy_closes_with_1008() {
     let config = SignalingConfig {
         outbound_queue: 4,
-        ..SignalingConfig::default()
+        ..base_config()
     };
     let server = Server::start_with(config).await;
     let mut busy = server.connect().await;
@@ -783,10 +803,11 @@ async fn outbox_overflow_while_busy_closes_with_1008() {
     assert_eq!(busy.end().await, End::Close(Some(1008)));
     assert_eq!(server.state.metrics.slow_clients.get(), 1);
 
-    watcher.expect_peer_left(busy.peer(), "left").await;
+    // A client too slow to read lost its connection (it did not leave).
+    watcher.expect_peer_left(busy.peer(), "disconnected").await;
     assert!(watcher.ping(1).await.is_empty());
     cycle(&mut cycler, &mut watcher, "r6b").await;
-    assert_eq!(server.relay.closes(), [busy.peer()]);
+    assert!(server.relay.closes().contains(&busy.peer()));
 }
 
 // ---------------------------------------------------------------------------
@@ -1042,7 +1063,7 @@ async fn p2p_signal_errors_have_their_codes() {
 async fn p2p_rooms_follow_relay_capacity_rules() {
     let config = SignalingConfig {
         max_room_capacity: 8,
-        ..SignalingConfig::default()
+        ..base_config()
     };
     let server = Server::start_with(config).await;
     let mut a = server.connect().await;
@@ -1069,7 +1090,7 @@ async fn p2p_rooms_follow_relay_capacity_rules() {
 async fn oversized_signal_is_fatal_and_not_forwarded() {
     let config = SignalingConfig {
         max_message_bytes: 4096,
-        ..SignalingConfig::default()
+        ..base_config()
     };
     let server = Server::start_with(config).await;
     let mut a = server.connect().await;

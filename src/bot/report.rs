@@ -14,6 +14,12 @@ pub struct BotTally {
     pub sessions: u64,
     /// Sessions after the first (leave, then join again).
     pub rejoins: u64,
+    /// Lost connections the client resumed by itself (same seat, same
+    /// peer id; the session goes on).
+    pub resumes: u64,
+    /// Lost connections it could not resume (grace period over, or the
+    /// server refused the resume token): the session ended.
+    pub resume_failures: u64,
     /// Dial to both channels open and `ready`, per session.
     pub setup: Vec<Duration>,
     /// Clock-sync RTT (client's SRTT on `control`), sampled once a second.
@@ -31,9 +37,10 @@ pub struct BotTally {
     pub in_game: Duration,
     pub inputs_sent: u64,
     pub events_received: u64,
-    /// Event ids missing between the lowest and highest id a session got:
-    /// `control` is ordered and events are resent until acked, so a hole
-    /// is a critical event lost.
+    /// Event ids missing between the lowest and highest id a session got,
+    /// across its resumes: `control` is ordered and events are resent
+    /// until acked (after a resume too), so a hole is a critical event
+    /// lost.
     pub events_lost: u64,
     pub match_starts: u64,
     pub match_ends: u64,
@@ -94,6 +101,14 @@ pub struct Loss {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Resumes {
+    /// Lost connections resumed (same seat, the session went on).
+    pub ok: u64,
+    /// Lost connections not resumed (the session ended).
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Events {
     pub received: u64,
     pub lost: u64,
@@ -122,6 +137,7 @@ pub struct Report {
     pub clients_without_snapshots: usize,
     pub sessions: u64,
     pub rejoins: u64,
+    pub resumes: Resumes,
     pub setup_ms: Option<Percentiles>,
     pub rtt_ms: Option<Percentiles>,
     pub server_rtt_ms: Option<Percentiles>,
@@ -178,6 +194,10 @@ impl Report {
             clients_without_snapshots: tallies.iter().filter(|t| t.snapshots == 0).count(),
             sessions: sum(|t| t.sessions),
             rejoins: sum(|t| t.rejoins),
+            resumes: Resumes {
+                ok: sum(|t| t.resumes),
+                failed: sum(|t| t.resume_failures),
+            },
             setup_ms: Percentiles::of(
                 tallies
                     .iter()
@@ -240,6 +260,13 @@ impl Report {
             (
                 "sessions",
                 format!("{} ({} rejoins)", self.sessions, self.rejoins),
+            ),
+            (
+                "resumes",
+                format!(
+                    "{} resumed, {} failed",
+                    self.resumes.ok, self.resumes.failed
+                ),
             ),
             ("setup time (ms)", pct(&self.setup_ms)),
             ("RTT, clock sync (ms)", pct(&self.rtt_ms)),
@@ -314,11 +341,14 @@ mod tests {
             in_game: Duration::from_secs(10),
             setup: vec![Duration::from_millis(40), Duration::from_millis(60)],
             events_lost: 1,
+            resumes: 2,
             ..BotTally::default()
         };
         a.error("session_closed");
         let b = BotTally {
             sessions: 1,
+            resumes: 1,
+            resume_failures: 1,
             snapshots: 150,
             in_game: Duration::from_secs(10),
             ..BotTally::default()
@@ -336,8 +366,11 @@ mod tests {
         assert_eq!(r.errors.by_kind["admin_netlab"], 2);
         assert!(r.passed, "3 errors, 3 allowed");
         assert_eq!(r.events.lost, 1);
+        assert_eq!(r.resumes, Resumes { ok: 3, failed: 1 });
         let json: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(json["errors"]["by_kind"]["session_closed"], 1);
+        assert_eq!(json["resumes"], serde_json::json!({"ok": 3, "failed": 1}));
+        assert!(r.table().contains("3 resumed, 1 failed"));
         assert!(r.table().contains("result                   ok"));
 
         let strict = Report::new(&[BotTally::default()], &run_errors, 4, Duration::ZERO, 0);

@@ -174,3 +174,84 @@ export async function joinViaUi(page, chatUrl, { name, room }) {
 
 /** Upper bound for one browser test, so a hang fails instead of stalling CI. */
 export const TEST_TIMEOUT_MS = 120_000;
+
+/**
+ * Opens a page of the server (default `/`, the Dizolaur game) with query
+ * parameters; resolves once its module ran (`body[data-ready="true"]`).
+ */
+export async function openPage(browser, server, params = {}, path = '/') {
+  const page = await browser.newPage();
+  const url = new URL(path, server.demoUrl);
+  for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
+  await page.goto(url.href);
+  await page.waitForSelector('body[data-ready="true"]');
+  return page;
+}
+
+/** Calls the server's admin API (e.g. `/admin/netlab/peer/7`): {status, json}. */
+export async function adminApi(server, method, path, { body, token } = {}) {
+  const headers = {};
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const r = await fetch(new URL(path, server.demoUrl), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: r.status, json: await r.json().catch(() => null) };
+}
+
+/** A network lab setting that drops every packet both ways (a pulled cable: no FIN, no DTLS close). */
+export const NETLAB_CUT = Object.freeze({
+  link: { up: { loss: { model: 'random', p: 1 } }, down: { loss: { model: 'random', p: 1 } } },
+});
+
+/**
+ * A TCP proxy in front of the server's HTTP listener (page, /client, /ws):
+ * `url` is the demo URL through it. `freeze()` stops forwarding on every
+ * connection open now, both ways, without closing any (a half-open link:
+ * no FIN, no RST); connections made afterwards are forwarded normally.
+ */
+export async function startTcpProxy(server) {
+  const { createServer, connect } = await import('node:net');
+  const target = new URL(server.demoUrl);
+  const pairs = new Set();
+  const sockets = new Set();
+  const proxy = createServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname);
+    const pair = { client, upstream, frozen: false };
+    pairs.add(pair);
+    sockets.add(client);
+    sockets.add(upstream);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const end = () => {
+      if (pair.frozen) return;
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    for (const s of [client, upstream]) {
+      s.on('error', end);
+      s.on('close', end);
+    }
+  });
+  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const url = new URL(server.demoUrl);
+  url.port = String(proxy.address().port);
+  return {
+    url: url.href,
+    freeze() {
+      for (const pair of pairs) {
+        pair.frozen = true;
+        pair.client.unpipe(pair.upstream);
+        pair.upstream.unpipe(pair.client);
+        pair.client.pause();
+        pair.upstream.pause();
+      }
+      pairs.clear();
+    },
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
+    },
+  };
+}

@@ -209,6 +209,8 @@ export interface GameCounters {
   inputsSent: number;
   inputDatagramsSent: number;
   badControl: number;
+  /** restartSession() calls: one per reconnection attempt of the connection. */
+  sessionRestarts: number;
 }
 
 export interface GameCoreEventMap {
@@ -255,6 +257,17 @@ export declare class GameCore extends EventTarget {
 
   /** Handles a text message from `control` (a binary one is read as UTF-8). */
   onControl(text: string | ArrayBuffer | ArrayBufferView, now: number): void;
+  /**
+   * A new WebRTC session replaces the old one (a resumed seat): forgets the
+   * snapshot baselines (the server's history of them went with the old
+   * session: input datagrams ack nothing until a new snapshot), clock
+   * samples and queued output; the newest state stays readable. The server
+   * follows with hello (clock sampling restarts) and a full snapshot.
+   * Delivered event ids stay remembered, so events the server resends are
+   * acked again but delivered once. GameSession calls it on the relay's
+   * "reconnecting".
+   */
+  restartSession(now: number): void;
   /** Handles a binary message from `realtime`. */
   onSnapshot(bytes: ArrayBuffer | ArrayBufferView, now: number): SnapshotOutcome;
   /**
@@ -331,6 +344,13 @@ export interface GameAttachOptions {
  * GameCore on a live connection: an RtcRelay of kind "authoritative" and a
  * timer at the tick rate (sampling inputs, sending datagrams and clock
  * requests). Drawing is the application's business (requestAnimationFrame).
+ *
+ * Across a reconnection of the relay (its "reconnecting" … "resumed"
+ * events; listen on `session.relay`) the session stays open: the timer
+ * keeps sampling inputs, what cannot be sent is dropped, the snapshot
+ * baselines restart (restartSession) and the server's new hello and full
+ * snapshot pick the game up. "close" comes only when the relay closes (for
+ * good: after "resumefailed", leave() or close()).
  */
 export declare class GameSession extends GameCore {
   /**

@@ -139,7 +139,13 @@ export class GameCore extends EventTarget {
       inputsSent: 0,
       inputDatagramsSent: 0,
       badControl: 0,
+      sessionRestarts: 0,
     };
+    // The newest state applied in this WebRTC session: what input datagrams
+    // acknowledge (see restartSession).
+    this._ackable = null;
+    this._interpRestart = false;
+    this._clockRestart = false;
   }
 
   // ---- driving ----
@@ -233,6 +239,12 @@ export class GameCore extends EventTarget {
     }
     if (this._inputAck === null || inputAck > this._inputAck) this._inputAck = inputAck;
     this._countSnapshotTick(tick);
+    if (this._interpRestart) {
+      this._interp = [];
+      this._interpRestart = false;
+    }
+    // A server that sends no new hello: the first snapshot restarts the clock.
+    if (this._clockRestart && this.hello) this._restartClock(this._now);
     this._insertInterp(entry);
     this.counters.snapshotsApplied++;
     if (this._newest && tick < this._newest.tick) {
@@ -240,6 +252,7 @@ export class GameCore extends EventTarget {
       return 'stale';
     }
     this._newest = entry;
+    this._ackable = entry;
     this._measureArrival(entry);
     this._reconcile();
     this._emit('snapshot', { tick, state, partial: entry.partial });
@@ -275,6 +288,37 @@ export class GameCore extends EventTarget {
     }
     this._inputValue = value;
     if (this.hello) this._input = this._inputBytes(value);
+  }
+
+  /**
+   * The connection is being re-established (a resumed seat gets a new
+   * WebRTC session): the server's snapshot history of the old session is
+   * gone, so no old state may serve as a delta baseline or be acked, and the
+   * clock is sampled afresh (the path may have changed). The newest state
+   * stays readable; the server follows up with hello and a full snapshot.
+   * Events already delivered stay remembered: the ones the server resends
+   * are acked again but not delivered twice.
+   */
+  restartSession(now) {
+    this._setNow(now);
+    this._ring.clear();
+    this._ackable = null;
+    // Remote entities stay where they were until the new session's first
+    // snapshot, which then starts the interpolation buffer afresh (no blend
+    // across the gap).
+    this._interp = this._newest ? [this._newest] : [];
+    this._interpRestart = true;
+    this._prevTransit = null;
+    this._snapIndices.clear();
+    this._firstSnapIndex = null;
+    this._newestSnapIndex = null;
+    this._arrivals.length = 0;
+    this._clockSamples.length = 0;
+    // Quick clock sampling starts again with the new session's hello.
+    this._clockNextAt = null;
+    this._clockRestart = true;
+    this._out.length = 0;
+    this.counters.sessionRestarts++;
   }
 
   /** Sends a game command, e.g. {start: {bots: true}}. */
@@ -501,9 +545,19 @@ export class GameCore extends EventTarget {
       this._offset = this.hello.serverTimeMs - now;
       this._clockNextAt = now;
       this._maybeSendClock(now);
+    } else if (this._clockRestart) {
+      this._restartClock(now);
     }
     this._reconcile();
     this._emit('hello', this.hello);
+  }
+
+  _restartClock(now) {
+    this._clockRestart = false;
+    this._clockPending.clear();
+    this._clockSent = 0;
+    this._clockNextAt = now;
+    this._maybeSendClock(now);
   }
 
   _maybeSendClock(now) {
@@ -636,7 +690,7 @@ export class GameCore extends EventTarget {
     const size = this.hello.inputSize;
     const inputs = new Uint8Array((target - first + 1) * size);
     for (let t = first; t <= target; t++) inputs.set(this._inputAt(t), (t - first) * size);
-    const newest = this._newest;
+    const newest = this._ackable;
     const datagram = encodeInput({
       seq: this._seq,
       ack: newest ? { tick: newest.tick, delayMs: now - newest.arrivedAt } : null,
@@ -874,9 +928,12 @@ export class GameSession extends GameCore {
     this._onMessage = (event) => this._handleMessage(event.detail);
     this._onRelayClose = (event) => this._finish(event.detail?.reason ?? 'closed', event.detail?.error ?? null);
     this._onRelayError = (event) => this._emit('error', event.detail);
+    // Before the new session exists, so nothing of it meets old state.
+    this._onRelayReconnecting = () => this.restartSession(performance.now());
     relay.addEventListener('message', this._onMessage);
     relay.addEventListener('close', this._onRelayClose);
     relay.addEventListener('error', this._onRelayError);
+    relay.addEventListener('reconnecting', this._onRelayReconnecting);
     this.addEventListener('hello', () => this._startTimer());
     this._startTimer();
     if (relay.state === 'closed') this._finish('closed', null);
@@ -947,6 +1004,12 @@ export class GameSession extends GameCore {
       try {
         this.relay.send(out.channel, out.data);
       } catch (e) {
+        if (e?.code === 'not_open' && this.relay.state === 'reconnecting') {
+          // Nothing queued now is worth keeping: inputs go out again from
+          // the history with the next datagram, resent events are acked again.
+          this._out.length = 0;
+          return;
+        }
         this._emit('error', { code: e?.code ?? 'internal', message: e?.message ?? String(e) });
         if (e?.code === 'not_open') {
           this._out.length = 0;
@@ -965,6 +1028,7 @@ export class GameSession extends GameCore {
     this.relay.removeEventListener('message', this._onMessage);
     this.relay.removeEventListener('close', this._onRelayClose);
     this.relay.removeEventListener('error', this._onRelayError);
+    this.relay.removeEventListener('reconnecting', this._onRelayReconnecting);
     this._emit('close', { reason, error });
   }
 }

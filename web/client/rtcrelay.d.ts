@@ -12,6 +12,15 @@
 // and the server only forwards their WebRTC signaling:
 //   const client = await RtcRelay.connect({ room: 'mesh', name: 'ada', kind: 'p2p' });
 //   client.on('peerstatechange', ({ peerId, state }) => state === 'open' && client.sendTo(peerId, 'control', 'hi'));
+//
+// Reconnection (relay and authoritative rooms, on by default): a lost
+// connection is re-established with the welcome's resume token, keeping the
+// seat and peer id, within the room's grace period:
+//   client.on('reconnecting', ({ attempt, delayMs }) => show(`reconnecting (attempt ${attempt})…`));
+//   client.on('resumed', () => show('reconnected'));
+//   client.on('resumefailed', ({ code }) => show(`could not reconnect: ${code}`)); // "close" follows
+//   client.on('peeraway', ({ peerId }) => markAway(peerId));
+//   client.on('peerback', ({ peerId }) => markBack(peerId));
 
 /** Signaling protocol version spoken by this client. */
 export declare const PROTOCOL_VERSION: 1;
@@ -37,8 +46,12 @@ export type ChannelLabel = 'realtime' | 'control';
  */
 export type RoomKind = 'relay' | 'authoritative' | 'p2p';
 
-/** Lifecycle of a client: "open" once connect() has resolved, "closed" at the end. */
-export type ClientState = 'new' | 'connecting' | 'open' | 'closed';
+/**
+ * Lifecycle of a client: "open" once connect() has resolved, "reconnecting"
+ * while a lost connection is being re-established (back to "open" on
+ * "resumed"), "closed" at the end.
+ */
+export type ClientState = 'new' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 
 /**
  * Server error codes (stable, from the protocol crate) plus the client's own:
@@ -47,7 +60,10 @@ export type ClientState = 'new' | 'connecting' | 'open' | 'closed';
  * bad_frame, bad_candidate, closed, internal, and in p2p rooms bad_signal
  * (another member's offer, answer or candidate was refused by the browser),
  * channel_rejected (a member opened a channel with a wrong label or wrong
- * parameters) and wrong_room_kind (sendTo() outside a p2p room).
+ * parameters) and wrong_room_kind (sendTo() outside a p2p room); while
+ * reconnecting: resume_refused (the server answered the resume join with a
+ * fresh seat) and resumed_elsewhere (close reason: another connection took
+ * the seat over with the same token).
  */
 export type ErrorCode =
   | 'bad_json'
@@ -78,6 +94,11 @@ export type ErrorCode =
   | 'token_wrong_room'
   | 'draining'
   | 'server_full'
+  | 'resume_invalid'
+  | 'resume_expired'
+  | 'resume_wrong_room'
+  | 'resume_refused'
+  | 'resumed_elsewhere'
   | 'bad_options'
   | 'bad_channel'
   | 'not_open'
@@ -141,8 +162,36 @@ export interface ConnectOptions {
    * client behind a firewall that only lets TLS out.
    */
   turnTransports?: TurnTransport[];
-  /** How long connect() may take before it rejects with code "timeout" (ms, default 15000). */
+  /**
+   * How long connect() may take before it rejects with code "timeout" (ms,
+   * default 15000); also the limit for each step of a reconnection attempt.
+   */
   timeoutMs?: number;
+  /**
+   * Reconnect automatically after a lost connection and resume the seat
+   * (same peer id) with the welcome's resume token, until the room's grace
+   * period (`welcome.resume_grace_ms`) runs out. Default true. Only in relay
+   * and authoritative rooms of a server that hands out resume tokens;
+   * otherwise (or with false) a lost connection closes the client.
+   */
+  reconnect?: boolean;
+  /**
+   * The connection counts as lost when nothing (not even the server's
+   * 1-byte heartbeat, sent at least every second) arrived on either
+   * DataChannel for this long (ms, default 5000; 0 turns this check off).
+   * Also how long the RTCPeerConnection may stay "disconnected". Other
+   * signs of a lost connection are immediate: the WebSocket closing without
+   * our asking, the RTCPeerConnection "failed", a DataChannel closing, or
+   * the server's `peer_away` naming this client.
+   */
+  deadAfterMs?: number;
+  /**
+   * Backoff between reconnection attempts: attempt n waits a random time in
+   * [0, min(reconnectMaxDelayMs, reconnectMinDelayMs × 2^(n−1))] ("full
+   * jitter"). Defaults 250 and 5000 ms.
+   */
+  reconnectMinDelayMs?: number;
+  reconnectMaxDelayMs?: number;
 }
 
 /** Another member of the room. */
@@ -150,6 +199,8 @@ export interface Peer {
   peerId: number;
   /** Null only if the server reported a departure of a peer this client never saw join. */
   name: string | null;
+  /** True between its "peeraway" and "peerback" (its connection is lost, its seat kept). */
+  away?: boolean;
 }
 
 /** DataChannel parameters as the server peer sees them (wire format, snake_case). */
@@ -183,8 +234,62 @@ export interface MessageDetail {
 
 /** detail of "peerleft". */
 export interface PeerLeftDetail extends Peer {
-  /** "left": sent leave or closed its socket; "disconnected": its WebRTC session failed. */
-  reason: 'left' | 'disconnected';
+  /**
+   * "left": sent leave or closed its socket; "disconnected": its connection
+   * was lost and it did not come back within the grace period (at once with
+   * a server without resume); "unknown": it went while this client was
+   * reconnecting (missing from the resumed welcome's roster).
+   */
+  reason: 'left' | 'disconnected' | 'unknown';
+}
+
+/** detail of "reconnecting": an attempt to get the lost connection back is about to start. */
+export interface ReconnectingDetail {
+  /** 1 for the first attempt after the loss. */
+  attempt: number;
+  /** How long this attempt waits before it starts (backoff with jitter), ms. */
+  delayMs: number;
+  /**
+   * What the loss looked like: "silence" (nothing for deadAfterMs),
+   * "peer_away" (the server says our WebRTC session died),
+   * "signaling_closed", "ice_failed", "ice_disconnected", "channel_closed".
+   */
+  reason: string;
+}
+
+/** detail of "resumed": the seat is back on a new session. */
+export interface ResumedDetail {
+  /** The same peer id as before. */
+  peerId: number;
+  /** Attempts it took. */
+  attempts: number;
+}
+
+/**
+ * detail of "resumefailed": reconnection gave up; "close" follows (reason:
+ * the code, or "disconnected" when the server released the seat).
+ */
+export interface ResumeFailedDetail {
+  /**
+   * "resume_expired" (the grace period is over or the seat was released),
+   * "resume_invalid", "resume_wrong_room", "resume_refused", "draining",
+   * or another server error code that makes a retry pointless.
+   */
+  code: ErrorCode;
+  message: string;
+}
+
+/** detail of "peeraway": another member lost its connection; its seat is kept for graceMs. */
+export interface PeerAwayDetail {
+  peerId: number;
+  name: string | null;
+  graceMs: number;
+}
+
+/** detail of "peerback": a member that was away resumed its seat. */
+export interface PeerBackDetail {
+  peerId: number;
+  name: string | null;
 }
 
 /** detail of "error": a non-fatal problem after connect() resolved. */
@@ -232,7 +337,11 @@ export interface DrainingDetail {
 
 /** detail of "close". */
 export interface CloseDetail {
-  /** "left", "closed", "signaling_closed", "channel_closed", "disconnected", "channel_rejected", ... */
+  /**
+   * "left", "closed", "signaling_closed", "channel_closed", "disconnected",
+   * "channel_rejected", after a failed reconnection its code
+   * ("resume_expired", ...), "resumed_elsewhere", ...
+   */
   reason: string;
   error: RtcRelayError | null;
 }
@@ -248,6 +357,16 @@ export interface RtcRelayEventMap {
   draining: CustomEvent<DrainingDetail>;
   /** P2p rooms only. */
   peerstatechange: CustomEvent<PeerStateChangeDetail>;
+  /** The connection was lost; an attempt to get it back starts after `delayMs`. */
+  reconnecting: CustomEvent<ReconnectingDetail>;
+  /** Back in the room on a new session, same seat and peer id. */
+  resumed: CustomEvent<ResumedDetail>;
+  /** Reconnection gave up; "close" follows. */
+  resumefailed: CustomEvent<ResumeFailedDetail>;
+  /** Another member lost its connection; its seat waits for it. */
+  peeraway: CustomEvent<PeerAwayDetail>;
+  /** A member that was away is back. */
+  peerback: CustomEvent<PeerBackDetail>;
 }
 
 /**
@@ -269,6 +388,18 @@ export interface RtcRelayEventMap {
  * {@link send} broadcasts to every member whose connection is open,
  * {@link sendTo} addresses one; `peerstatechange` tells when a member's
  * connection opens or closes.
+ *
+ * Reconnection (relay and authoritative rooms, `reconnect` option): when
+ * the connection is lost (see `deadAfterMs`) the state becomes
+ * "reconnecting" and attempts follow with backoff, each announced by
+ * "reconnecting". If the server said `peer_away` for this client on a
+ * WebSocket that still works, the attempt offers a new session on it;
+ * otherwise it opens a new WebSocket and joins with the newest resume token
+ * (the old socket is left open rather than closed, since a Close frame
+ * would give the seat up; the server closes it), then offers. Success:
+ * "resumed", state "open", the same peer id. The grace period over, or a
+ * refusal such as "resume_expired": "resumefailed", then "close". While
+ * reconnecting {@link send} throws "not_open" (messages are not queued).
  */
 export declare class RtcRelay extends EventTarget {
   /**
@@ -308,6 +439,10 @@ export declare class RtcRelay extends EventTarget {
   readonly signalingRtt: number | null;
   /** Client lifecycle state. */
   readonly state: ClientState;
+  /** The newest resume token (each welcome brings a new one); null without resume (p2p rooms, a server with resume off). */
+  readonly resumeToken: string | null;
+  /** The room's grace period for a lost connection, from the welcome (ms); 0 without resume. */
+  readonly resumeGraceMs: number;
   /**
    * The RTCPeerConnection's connectionState ("new" before it exists). In p2p
    * rooms the least advanced state among the connections to the members

@@ -5,9 +5,9 @@
 //
 // Wire contract (protocol crate, v1):
 //   signaling: JSON text over GET /ws (join, welcome, offer, answer, candidate,
-//              ready, peer_joined, peer_left, error, ping/pong, leave,
-//              draining; join.token carries a join token when the server
-//              requires one)
+//              ready, peer_joined, peer_left, peer_away, peer_back, error,
+//              ping/pong, leave, draining; join.token carries a join token
+//              when the server requires one, join.resume a resume token)
 //   channels:  "realtime" {ordered:false, maxRetransmits:0} and "control"
 //              (reliable, ordered), both opened by the client before the offer
 //   frames:    the server relays [0x01][flags bit0=text][sender u32 BE][payload];
@@ -21,6 +21,11 @@
 //              member of its welcome roster, the others answer. data is
 //              {description:{type,sdp}} or {candidate:RTCIceCandidateInit}.
 //              Messages travel unframed, straight between members.
+//   reconnection (relay and authoritative rooms; docs/browser-library.md):
+//              the welcome's resume_token gets the seat back after a lost
+//              connection: a new offer on the same WebSocket after our own
+//              peer_away, or a new WebSocket whose join carries
+//              resume: <token> (welcome.resumed), then a new offer.
 
 export const PROTOCOL_VERSION = 1;
 
@@ -51,6 +56,31 @@ const PC_CLOSE_LINGER_MS = 1000;
 // Events raised before connect() resolves are held this many at most, so a
 // chatty room cannot grow memory while the caller is still awaiting.
 const MAX_EARLY_EVENTS = 1024;
+// Reconnection defaults: the server heartbeats `control` every second, so
+// 5 s of silence is several missed heartbeats (the server's own dead_after
+// is 5 s too); backoff starts small because most losses are brief.
+const DEFAULT_DEAD_AFTER_MS = 5000;
+const DEFAULT_RECONNECT_MIN_DELAY_MS = 250;
+const DEFAULT_RECONNECT_MAX_DELAY_MS = 5000;
+// A signaling ping that tells whether the WebSocket still works when the
+// WebRTC session went quiet.
+const SIGNALING_PROBE_MS = 2000;
+// After our own silence detection, how much longer than dead_after the
+// server may take to notice too and send peer_away on a live WebSocket.
+const PEER_AWAY_SLACK_MS = 1000;
+// Our grace deadline starts from when we noticed, the server's from when it
+// did: give up this much after ours, so a seat still held is not given up.
+const GRACE_SLACK_MS = 1000;
+// Errors after which another resume attempt may succeed; any other ends
+// reconnection (resume_expired, resume_invalid, draining, ...).
+const RETRYABLE_RESUME_ERRORS = new Set([
+  'timeout', 'signaling_failed', 'signaling_closed', 'ice_failed', 'channel_closed',
+  'rate_limited', 'server_full', 'unavailable', 'internal', 'session_exists', 'no_session',
+  'bad_candidate', 'bad_sdp',
+]);
+// Close code the server uses for a connection whose seat a resume on
+// another connection took over.
+const CLOSE_RESUMED_ELSEWHERE = 4001;
 
 /** An error with a stable `code`: a server ErrorCode (e.g. "room_full") or a client one. */
 export class RtcRelayError extends Error {
@@ -156,7 +186,22 @@ export class RtcRelay extends EventTarget {
     if (!options || typeof options.room !== 'string' || typeof options.name !== 'string') {
       throw new RtcRelayError('bad_options', 'connect() needs { room, name } strings');
     }
-    this._options = { kind: 'relay', timeoutMs: 15000, iceServers: [], ...options };
+    this._options = {
+      kind: 'relay',
+      timeoutMs: 15000,
+      iceServers: [],
+      reconnect: true,
+      deadAfterMs: DEFAULT_DEAD_AFTER_MS,
+      reconnectMinDelayMs: DEFAULT_RECONNECT_MIN_DELAY_MS,
+      reconnectMaxDelayMs: DEFAULT_RECONNECT_MAX_DELAY_MS,
+      ...options,
+    };
+    for (const key of ['deadAfterMs', 'reconnectMinDelayMs', 'reconnectMaxDelayMs']) {
+      const v = this._options[key];
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
+        throw new RtcRelayError('bad_options', `${key} must be a number of milliseconds >= 0`);
+      }
+    }
     const transports = this._options.turnTransports;
     if (transports !== undefined
       && (!Array.isArray(transports) || !transports.every((t) => TURN_TRANSPORTS.includes(t)))) {
@@ -194,11 +239,40 @@ export class RtcRelay extends EventTarget {
     // Signaling messages are handled one at a time, in order: the answer must
     // be applied before the server's candidates that follow it.
     this._signalQueue = Promise.resolve();
+    // Reconnection: the newest resume token (each welcome replaces it), the
+    // room's grace period, when something last arrived on a DataChannel.
+    this._resumeToken = null;
+    this._resumeGraceMs = 0;
+    this._lastHeardAt = 0;
+    this._livenessTimer = null;
+    this._disconnectedTimer = null;
+    // The server said our own WebRTC session is gone while the WebSocket
+    // lives: the next attempt offers on that WebSocket.
+    this._selfAway = false;
+    this._graceDeadline = 0;
+    this._triedSameSocket = false;
+    // The resume attempt in progress: {phase: "welcome" | "session", resolve, reject}.
+    this._attempt = null;
+    // WebSockets given up for a new one, left open: a Close frame would
+    // release the seat; the server closes them once the resume arrives.
+    this._abandoned = new Set();
+    this._wakers = new Set();
+    this._drainingSeen = false;
   }
 
-  /** "new" | "connecting" | "open" | "closed". */
+  /** "new" | "connecting" | "open" | "reconnecting" | "closed". */
   get state() {
     return this._state;
+  }
+
+  /** The newest resume token from the server's welcome, or null (p2p rooms, resume disabled). */
+  get resumeToken() {
+    return this._resumeToken;
+  }
+
+  /** The room's grace period for a lost connection (ms, from the welcome); 0 without resume. */
+  get resumeGraceMs() {
+    return this._resumeGraceMs;
   }
 
   /**
@@ -266,6 +340,8 @@ export class RtcRelay extends EventTarget {
     if (!CHANNELS.includes(channel)) {
       throw new RtcRelayError('bad_channel', `channel must be "realtime" or "control", not ${String(channel)}`);
     }
+    // While reconnecting there is no channel until the new session's open
+    // (the server may speak on it before its "ready" arrives).
     if (!dc || dc.readyState !== 'open' || this._state === 'closed') {
       throw new RtcRelayError('not_open', `channel ${channel} is not open`);
     }
@@ -423,52 +499,80 @@ export class RtcRelay extends EventTarget {
       this._timer = setTimeout(() => {
         this._fail(new RtcRelayError('timeout', `not ready within ${this._options.timeoutMs} ms`));
       }, this._options.timeoutMs);
-      let ws;
       try {
-        ws = new WebSocket(this.url);
+        this._openSocket(null);
       } catch (e) {
         this._fail(new RtcRelayError('signaling_failed', `cannot open ${this.url}: ${e.message}`, { cause: e }));
-        return;
       }
-      this._ws = ws;
-      ws.onopen = () => {
-        this._wsOpened = true;
-        const join = { type: 'join', version: PROTOCOL_VERSION, room: this.room, kind: this.kind, name: this.name };
+    });
+  }
+
+  /**
+   * Opens a signaling WebSocket and joins on it: a fresh join, or with
+   * `resume` the seat of a resume token. Handlers ignore a socket that is
+   * no longer `this._ws` (given up for a newer one).
+   */
+  _openSocket(resume) {
+    const ws = new WebSocket(this.url);
+    this._ws = ws;
+    this._wsOpened = false;
+    ws.onopen = () => {
+      if (this._ws !== ws) return;
+      this._wsOpened = true;
+      const join = { type: 'join', version: PROTOCOL_VERSION, room: this.room, kind: this.kind, name: this.name };
+      if (resume !== null) {
+        // The resume token replaces the join token (protocol.md, "Reconnection").
+        join.resume = resume;
+      } else {
         if (this._options.capacity !== undefined) join.capacity = this._options.capacity;
         if (this._options.token !== undefined) join.token = this._options.token;
-        this._sendSignal(join);
-      };
-      ws.onmessage = (event) => {
-        if (typeof event.data !== 'string') return;
-        let msg;
-        try {
-          msg = JSON.parse(event.data);
-        } catch {
-          this._emit('error', { code: 'bad_json', message: 'server sent a message that is not JSON', fatal: false });
-          return;
-        }
-        this._signalQueue = this._signalQueue
-          .then(() => this._onSignal(msg))
-          .catch((e) => this._onInternalError(e));
-      };
-      ws.onclose = (event) => {
-        const reason = `signaling closed (code ${event.code}${event.reason ? `: ${event.reason}` : ''})`;
-        // Behind the messages already received: a fatal server error that
-        // preceded the close is the better explanation.
-        this._signalQueue = this._signalQueue.then(() => {
-          if (this._connectDone && !this._wsOpened) {
-            this._fail(new RtcRelayError('signaling_failed', `cannot connect to ${this.url} (code ${event.code})`));
-          } else if (this._connectDone) {
-            this._fail(new RtcRelayError('signaling_closed', reason));
-          } else {
-            this._shutdown('signaling_closed', null);
-          }
-        });
-      };
-      ws.onerror = () => {
-        // onclose follows with the details.
-      };
-    });
+      }
+      this._sendSignal(join);
+    };
+    ws.onmessage = (event) => {
+      if (this._ws !== ws || typeof event.data !== 'string') return;
+      let msg;
+      try {
+        msg = JSON.parse(event.data);
+      } catch {
+        this._emit('error', { code: 'bad_json', message: 'server sent a message that is not JSON', fatal: false });
+        return;
+      }
+      this._signalQueue = this._signalQueue
+        .then(() => (this._ws === ws ? this._onSignal(msg) : undefined))
+        .catch((e) => this._onInternalError(e));
+    };
+    ws.onclose = (event) => {
+      if (this._ws !== ws) return;
+      // Behind the messages already received: a fatal server error that
+      // preceded the close is the better explanation.
+      this._signalQueue = this._signalQueue.then(() => this._onSocketClosed(ws, event));
+    };
+    ws.onerror = () => {
+      // onclose follows with the details.
+    };
+  }
+
+  _onSocketClosed(ws, event) {
+    if (this._ws !== ws || this._closed) return;
+    const reason = `signaling closed (code ${event.code}${event.reason ? `: ${event.reason}` : ''})`;
+    if (this._connectDone && !this._wsOpened) {
+      this._fail(new RtcRelayError('signaling_failed', `cannot connect to ${this.url} (code ${event.code})`));
+    } else if (this._connectDone) {
+      this._fail(new RtcRelayError('signaling_closed', reason));
+    } else if (event.code === CLOSE_RESUMED_ELSEWHERE) {
+      // Another connection (another tab with our token) took the seat:
+      // taking it back would only start a tug of war.
+      this._shutdown('resumed_elsewhere', new RtcRelayError('resumed_elsewhere', reason));
+    } else if (this._state === 'reconnecting') {
+      this._attempt?.reject(new RtcRelayError(this._wsOpened ? 'signaling_closed' : 'signaling_failed', reason));
+      this._wake();
+    } else if (this._drainingSeen) {
+      // The server told us it is going away: its seats go with it.
+      this._shutdown('signaling_closed', null);
+    } else {
+      this._connectionLost('signaling_closed');
+    }
   }
 
   async _onSignal(msg) {
@@ -509,8 +613,13 @@ export class RtcRelay extends EventTarget {
       }
       case 'peer_left': {
         if (msg.peer_id === this.peerId) {
-          // Our own WebRTC session died: the server has taken us out.
-          this._shutdown(msg.reason ?? 'disconnected', null);
+          // The server has taken us out: our WebRTC session died (a server
+          // without resume), or the grace period ran out while we were away.
+          if (this._state === 'reconnecting') {
+            this._resumeFailed('resume_expired', 'the server released the seat: the grace period is over', msg.reason ?? 'disconnected');
+          } else {
+            this._shutdown(msg.reason ?? 'disconnected', null);
+          }
           return;
         }
         const peer = this.roster.get(msg.peer_id) ?? { peerId: msg.peer_id, name: null };
@@ -524,10 +633,35 @@ export class RtcRelay extends EventTarget {
         if (this.kind === 'p2p') this._maybeReady();
         break;
       }
+      case 'peer_away': {
+        const graceMs = Number.isFinite(msg.grace_ms) ? msg.grace_ms : 0;
+        if (msg.peer_id === this.peerId) {
+          // Our WebRTC session is gone but this WebSocket works: the seat
+          // waits graceMs for a new offer on it.
+          this._selfAway = true;
+          this._graceDeadline = performance.now() + (graceMs > 0 ? graceMs : this._resumeGraceMs);
+          if (this._state === 'open') this._connectionLost('peer_away');
+          else this._attempt?.reject(new RtcRelayError('channel_closed', 'the server lost the new WebRTC session'));
+          this._wake();
+          return;
+        }
+        const peer = this.roster.get(msg.peer_id);
+        if (peer) peer.away = true;
+        this._emit('peeraway', { peerId: msg.peer_id, name: peer?.name ?? null, graceMs });
+        break;
+      }
+      case 'peer_back': {
+        if (msg.peer_id === this.peerId) return;
+        const peer = this.roster.get(msg.peer_id);
+        if (peer) peer.away = false;
+        this._emit('peerback', { peerId: msg.peer_id, name: peer?.name ?? null });
+        break;
+      }
       case 'draining': {
         // The server is shutting down: the app should move its players to
         // another server by the deadline.
         const deadlineMs = Number.isFinite(msg.deadline_ms) ? msg.deadline_ms : 0;
+        this._drainingSeen = true;
         this._emit('draining', { deadlineMs });
         break;
       }
@@ -547,9 +681,13 @@ export class RtcRelay extends EventTarget {
         if (this._connectDone && !stray) {
           // Before ready every server error means this connect attempt failed.
           this._fail(err);
+        } else if (this._attempt && !err.fatal) {
+          // Likewise for a resume attempt; the loop decides whether to retry.
+          this._attempt.reject(err);
         } else {
           this._emit('error', { code: err.code, message: err.message, fatal: err.fatal });
-          if (err.code === 'channel_rejected' || err.fatal) this._shutdown(err.code, err);
+          if (this._state === 'reconnecting' && err.fatal) this._resumeFailed(err.code, err.message, err.code);
+          else if (err.code === 'channel_rejected' || err.fatal) this._shutdown(err.code, err);
         }
         break;
       }
@@ -560,17 +698,72 @@ export class RtcRelay extends EventTarget {
   }
 
   async _onWelcome(msg) {
+    if (this._attempt?.phase === 'welcome') {
+      this._onResumeWelcome(msg);
+      return;
+    }
+    if (this._state !== 'connecting') return;
     this.peerId = msg.peer_id;
     this.capacity = msg.capacity;
     this.room = msg.room ?? this.room;
     for (const entry of msg.roster ?? []) {
-      this.roster.set(entry.peer_id, { peerId: entry.peer_id, name: entry.name });
+      const peer = { peerId: entry.peer_id, name: entry.name };
+      if (typeof entry.away === 'boolean') peer.away = entry.away;
+      this.roster.set(entry.peer_id, peer);
     }
+    this._keepResume(msg);
     this.iceServers = this._iceServersFor(msg);
-    const config = { iceServers: this.iceServers };
-    if (this._options.iceTransportPolicy) config.iceTransportPolicy = this._options.iceTransportPolicy;
-    const pc = new RTCPeerConnection(config);
+    await this._startSession();
+  }
+
+  _keepResume(msg) {
+    this._resumeToken = typeof msg.resume_token === 'string' && msg.resume_token !== '' ? msg.resume_token : null;
+    this._resumeGraceMs = Number.isFinite(msg.resume_grace_ms) && msg.resume_grace_ms > 0 ? msg.resume_grace_ms : 0;
+  }
+
+  /** The welcome that answers a join with `resume`: same seat, new token. */
+  _onResumeWelcome(msg) {
+    const attempt = this._attempt;
+    if (msg.resumed !== true || msg.peer_id !== this.peerId) {
+      // A server that ignored `resume` seated us afresh: that is someone
+      // else's game state, so give the new seat back at once.
+      this._sendSignal({ type: 'leave' });
+      attempt.reject(new RtcRelayError('resume_refused', `the server did not resume peer ${this.peerId} (welcome for peer ${msg.peer_id}, resumed=${msg.resumed === true})`));
+      return;
+    }
+    this._keepResume(msg);
+    this.iceServers = this._iceServersFor(msg);
+    // Members who came and went while we were away: the welcome's roster
+    // is the truth now.
+    const now = new Map((msg.roster ?? []).map((e) => [e.peer_id, e]));
+    for (const [peerId, peer] of [...this.roster]) {
+      if (now.has(peerId)) continue;
+      this.roster.delete(peerId);
+      this._emit('peerleft', { peerId, name: peer.name, reason: 'unknown' });
+    }
+    for (const entry of now.values()) {
+      const known = this.roster.get(entry.peer_id);
+      if (known) {
+        // Who is away now, if the server says; else as last heard.
+        if (typeof entry.away === 'boolean') known.away = entry.away;
+        continue;
+      }
+      const peer = { peerId: entry.peer_id, name: entry.name };
+      if (typeof entry.away === 'boolean') peer.away = entry.away;
+      this.roster.set(entry.peer_id, peer);
+      this._emit('peerjoined', peer);
+    }
+    attempt.resolve();
+  }
+
+  /** A new RTCPeerConnection with both channels, and its offer (the first, or one after a lost session). */
+  async _startSession() {
+    const pc = new RTCPeerConnection(this._rtcConfig());
     this._pc = pc;
+    this._remoteDescriptionSet = false;
+    this._pendingRemoteCandidates = [];
+    this._serverReady = false;
+    const current = () => this._pc === pc && !this._closed;
 
     // Both channels exist before the offer so one negotiation carries them.
     this._channels.realtime = pc.createDataChannel('realtime', { ordered: false, maxRetransmits: 0 });
@@ -578,23 +771,33 @@ export class RtcRelay extends EventTarget {
     for (const label of CHANNELS) {
       const dc = this._channels[label];
       dc.binaryType = 'arraybuffer';
-      dc.onopen = () => this._maybeReady();
-      dc.onmessage = (event) => this._onChannelMessage(label, event.data);
+      dc.onopen = () => {
+        if (current()) this._maybeReady();
+      };
+      dc.onmessage = (event) => {
+        if (current()) this._onChannelMessage(label, event.data);
+      };
       dc.onclose = () => {
+        if (!current()) return;
         const why = `DataChannel ${label} closed`;
-        // The server's account (channel_rejected, or peer_left for this
-        // client) is usually on its way over the WebSocket: give it a moment
-        // to arrive first, so the reason reported is the real one and the
-        // room hears "disconnected".
+        // The server's account (channel_rejected, peer_away or peer_left
+        // for this client) is usually on its way over the WebSocket: give
+        // it a moment to arrive first, so the reason reported is the real
+        // one and the room hears "disconnected".
         if (this._connectDone) {
           setTimeout(() => this._fail(new RtcRelayError('channel_closed', why)), CHANNEL_CLOSE_GRACE_MS);
+        } else if (this._attempt) {
+          this._attempt.reject(new RtcRelayError('channel_closed', why));
         } else {
-          this._channelCloseTimer ??= setTimeout(() => this._shutdown('channel_closed', null), CHANNEL_CLOSE_GRACE_MS);
+          this._channelCloseTimer ??= setTimeout(() => {
+            if (current()) this._connectionLost('channel_closed');
+          }, CHANNEL_CLOSE_GRACE_MS);
         }
       };
     }
 
     pc.onicecandidate = (event) => {
+      if (!current()) return;
       if (event.candidate && event.candidate.candidate) {
         this._sendSignal({ type: 'candidate', candidate: event.candidate.candidate, mid: event.candidate.sdpMid ?? undefined });
       } else if (!event.candidate) {
@@ -602,15 +805,29 @@ export class RtcRelay extends EventTarget {
       }
     };
     pc.onconnectionstatechange = () => {
+      if (!current()) return;
       this._emit('statechange', { state: this._state, connectionState: pc.connectionState });
-      if (pc.connectionState === 'failed' && this._connectDone) {
+      const st = pc.connectionState;
+      if (st === 'failed' && this._connectDone) {
         setTimeout(() => this._fail(new RtcRelayError('ice_failed', 'the WebRTC connection to the server failed')), 1000);
+      } else if (st === 'failed' && this._attempt) {
+        this._attempt.reject(new RtcRelayError('ice_failed', 'the WebRTC connection to the server failed'));
+      } else if (st === 'failed' && this._state === 'open') {
+        this._connectionLost('ice_failed');
+      } else if (st === 'disconnected' && this._state === 'open') {
+        // Often a blip that ICE repairs by itself; lost only if it lasts.
+        clearTimeout(this._disconnectedTimer);
+        this._disconnectedTimer = setTimeout(() => {
+          if (current() && this._state === 'open' && ['disconnected', 'failed'].includes(pc.connectionState)) {
+            this._connectionLost('ice_disconnected');
+          }
+        }, this._options.deadAfterMs);
       }
     };
 
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
-    this._sendSignal({ type: 'offer', sdp: pc.localDescription.sdp });
+    if (current()) this._sendSignal({ type: 'offer', sdp: pc.localDescription.sdp });
   }
 
   async _addRemoteCandidate(msg) {
@@ -629,6 +846,8 @@ export class RtcRelay extends EventTarget {
   }
 
   _onChannelMessage(channel, data) {
+    // Anything counts as a sign of life, the heartbeat frame included.
+    this._lastHeardAt = performance.now();
     if (channel === 'control' && typeof data !== 'string' && data.byteLength === 1 &&
         new Uint8Array(data)[0] === FRAME_HEARTBEAT) return;
     if (this.kind === 'authoritative') {
@@ -663,16 +882,23 @@ export class RtcRelay extends EventTarget {
   }
 
   _maybeReady() {
-    if (!this._connectDone || this._closed) return;
+    if ((!this._connectDone && this._attempt?.phase !== 'session') || this._closed) return;
     if (this.kind === 'p2p') {
       // Open once every member of the welcome roster is connected (or gone).
       if (!this._welcomed || this._awaiting.size > 0) return;
     } else {
       if (!this._serverReady) return;
       if (!CHANNELS.every((l) => this._channels[l] && this._channels[l].readyState === 'open')) return;
+      if (this._attempt?.phase === 'session') {
+        // Open again before anything else runs: the app may send at once.
+        this._setState('open');
+        this._attempt.resolve();
+        return;
+      }
     }
     clearTimeout(this._timer);
     this._setState('open');
+    this._startLiveness();
     const done = this._connectDone;
     this._connectDone = null;
     done?.resolve();
@@ -687,6 +913,251 @@ export class RtcRelay extends EventTarget {
         this.dispatchEvent(new CustomEvent('close', { detail: { reason: this._closeReason, error: this._closeError } }));
       }
     }, 0);
+  }
+
+  // ---- reconnection (relay and authoritative rooms) ----
+
+  _canReconnect() {
+    return this._options.reconnect !== false && this.kind !== 'p2p' && this._resumeToken !== null && this._resumeGraceMs > 0;
+  }
+
+  /** Watches for a server gone quiet: nothing on either channel for deadAfterMs. */
+  _startLiveness() {
+    if (this.kind === 'p2p') return;
+    clearInterval(this._livenessTimer);
+    this._lastHeardAt = performance.now();
+    const deadAfter = this._options.deadAfterMs;
+    if (!(deadAfter > 0)) return;
+    this._livenessTimer = setInterval(() => {
+      if (this._state === 'open' && performance.now() - this._lastHeardAt > deadAfter) {
+        this._connectionLost('silence');
+      }
+    }, Math.max(50, Math.min(1000, deadAfter / 4)));
+    // Node (the library's unit tests) must not stay alive for this timer.
+    this._livenessTimer?.unref?.();
+  }
+
+  /**
+   * The open connection is gone (cause: "silence", "peer_away",
+   * "ice_failed", "ice_disconnected", "channel_closed", "signaling_closed"):
+   * reconnect and resume the seat, or close when that is not possible.
+   */
+  _connectionLost(cause) {
+    if (this._closed || this._state !== 'open') return;
+    clearInterval(this._livenessTimer);
+    this._livenessTimer = null;
+    if (!this._canReconnect()) {
+      this._shutdown(cause === 'channel_closed' || cause === 'signaling_closed' ? cause : 'disconnected', null);
+      return;
+    }
+    // The server counts the grace from when it noticed; a peer_away (now or
+    // later) carries its figure.
+    if (cause !== 'peer_away') this._graceDeadline = performance.now() + this._resumeGraceMs;
+    this._triedSameSocket = false;
+    this._detachSession();
+    this._setState('reconnecting');
+    this._reconnectLoop(cause).catch((e) => this._onInternalError(e));
+  }
+
+  async _reconnectLoop(reason) {
+    const { reconnectMinDelayMs: min, reconnectMaxDelayMs: max } = this._options;
+    for (let attempt = 1; ; attempt++) {
+      if (this._closed) return;
+      // Exponential backoff with full jitter: clients cut off together
+      // (a server restart, a flapping link) do not come back together.
+      const backoff = Math.min(max, min * 2 ** Math.min(attempt - 1, 30));
+      // The server's word on the seat (resume_expired, peer_left) is the
+      // one that counts; our own clock only ends it when the server cannot
+      // be reached to say so.
+      const left = this._graceDeadline + GRACE_SLACK_MS - performance.now();
+      if (left <= 0) {
+        this._resumeFailed('resume_expired', `not reconnected within the grace period (${this._resumeGraceMs} ms)`);
+        return;
+      }
+      const delayMs = Math.min(Math.round(Math.random() * backoff), Math.floor(left));
+      this._emit('reconnecting', { attempt, delayMs, reason });
+      await this._sleep(delayMs);
+      if (this._closed) return;
+      try {
+        await this._resumeAttempt();
+      } catch (e) {
+        if (this._closed) return;
+        const err = e instanceof RtcRelayError ? e : new RtcRelayError('internal', e?.message ?? String(e), { cause: e });
+        this._detachSession();
+        if (!RETRYABLE_RESUME_ERRORS.has(err.code)) {
+          this._resumeFailed(err.code, err.message);
+          return;
+        }
+        continue;
+      }
+      if (this._closed) return;
+      for (const ws of this._abandoned) ws.close(1000, 'resumed');
+      this._abandoned.clear();
+      this._selfAway = false;
+      this._startLiveness();
+      this._emit('resumed', { peerId: this.peerId, attempts: attempt });
+      return;
+    }
+  }
+
+  async _resumeAttempt() {
+    const wsOpen = () => this._ws !== null && this._ws.readyState === WebSocket.OPEN;
+    if (wsOpen() && !this._selfAway && !this._triedSameSocket) {
+      // We noticed first. If signaling still works, the server notices the
+      // dead session within its own dead_after and says peer_away here:
+      // offering on this socket then is the cheapest way back.
+      this._triedSameSocket = true;
+      const alive = await this.ping(SIGNALING_PROBE_MS).then(() => true, () => false);
+      if (alive) {
+        await this._until(() => this._selfAway || !wsOpen(), this._options.deadAfterMs + PEER_AWAY_SLACK_MS);
+      }
+      if (this._closed) return;
+    }
+    // One offer per peer_away on a socket; anything else starts afresh on a
+    // new one (which also makes the server drop whatever the old one had).
+    this._triedSameSocket = true;
+    if (!(wsOpen() && this._selfAway)) {
+      this._abandonSocket();
+      await this._attemptStep('welcome', () => this._openSocket(this._resumeToken));
+    }
+    this._selfAway = false;
+    await this._attemptStep('session', () => this._startSession());
+  }
+
+  /**
+   * Runs one step of a resume attempt: "welcome" (a new WebSocket joined
+   * with the resume token) or "session" (a new offer, until ready). Server
+   * errors, a closed socket or channel reject it; so does the connect
+   * timeout, cut short by the end of the grace period.
+   */
+  _attemptStep(phase, start) {
+    return new Promise((resolve, reject) => {
+      const left = Math.max(0, this._graceDeadline + GRACE_SLACK_MS - performance.now());
+      const timeoutMs = Math.min(this._options.timeoutMs, left);
+      let timer = null;
+      const attempt = {
+        phase,
+        resolve: () => {
+          clearTimeout(timer);
+          if (this._attempt === attempt) this._attempt = null;
+          resolve();
+        },
+        reject: (err) => {
+          clearTimeout(timer);
+          if (this._attempt === attempt) this._attempt = null;
+          reject(err);
+        },
+      };
+      this._attempt = attempt;
+      timer = setTimeout(() => attempt.reject(new RtcRelayError('timeout', `resume step "${phase}" not done within ${Math.round(timeoutMs)} ms`)), timeoutMs);
+      try {
+        Promise.resolve(start()).catch((e) => attempt.reject(e));
+      } catch (e) {
+        attempt.reject(new RtcRelayError('signaling_failed', `cannot open ${this.url}: ${e.message}`, { cause: e }));
+      }
+    });
+  }
+
+  _resumeFailed(code, message, reason = code) {
+    if (this._closed) return;
+    const err = new RtcRelayError(code, message);
+    this._emit('resumefailed', { code, message });
+    this._shutdown(reason, err);
+  }
+
+  /** Drops the current RTCPeerConnection and its channels (a new session replaces them). */
+  _detachSession() {
+    const pc = this._pc;
+    this._pc = null;
+    clearTimeout(this._channelCloseTimer);
+    this._channelCloseTimer = null;
+    clearTimeout(this._disconnectedTimer);
+    for (const label of CHANNELS) {
+      const dc = this._channels[label];
+      if (dc) {
+        dc.onopen = null;
+        dc.onclose = null;
+        dc.onmessage = null;
+      }
+      this._channels[label] = null;
+    }
+    this._serverReady = false;
+    this._remoteDescriptionSet = false;
+    this._pendingRemoteCandidates = [];
+    if (pc) {
+      pc.onicecandidate = null;
+      pc.onconnectionstatechange = null;
+      try {
+        pc.close();
+      } catch {
+        // Already closed.
+      }
+    }
+  }
+
+  /**
+   * Stops listening to the current WebSocket without closing it: a Close
+   * frame would release the seat, and the server closes a half-open
+   * connection itself once the resume arrives on the new one.
+   */
+  _abandonSocket() {
+    const ws = this._ws;
+    this._ws = null;
+    if (!ws) return;
+    ws.onopen = null;
+    ws.onmessage = null;
+    ws.onclose = null;
+    ws.onerror = null;
+    // Not joined yet (an earlier attempt's): nothing to keep.
+    if (ws.readyState === WebSocket.CONNECTING) ws.close();
+    else if (ws.readyState === WebSocket.OPEN) this._abandoned.add(ws);
+    for (const p of this._pings.values()) {
+      clearTimeout(p.timer);
+      p.reject(new RtcRelayError('closed', 'signaling replaced'));
+    }
+    this._pings.clear();
+  }
+
+  /** Wakes whatever waits in _sleep or _until (a peer_away came, a socket closed, close()). */
+  _wake() {
+    for (const wake of [...this._wakers]) wake();
+  }
+
+  _sleep(ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      const self = this;
+      function done() {
+        clearTimeout(timer);
+        self._wakers.delete(onWake);
+        resolve();
+      }
+      // Only close() cuts a backoff short.
+      const onWake = () => {
+        if (self._closed) done();
+      };
+      this._wakers.add(onWake);
+    });
+  }
+
+  /** Resolves once `cond()` holds (checked on each wake) or after `ms`. */
+  _until(cond, ms) {
+    return new Promise((resolve) => {
+      if (cond() || this._closed) {
+        resolve();
+        return;
+      }
+      const done = () => {
+        clearTimeout(timer);
+        this._wakers.delete(onWake);
+        resolve();
+      };
+      const onWake = () => {
+        if (cond() || this._closed) done();
+      };
+      const timer = setTimeout(done, ms);
+      this._wakers.add(onWake);
+    });
   }
 
   /** The welcome's ICE servers, then options.iceServers, TURN URLs filtered by options.turnTransports. */
@@ -929,6 +1400,13 @@ export class RtcRelay extends EventTarget {
     this._closeReason = reason;
     this._closeError = error;
     clearTimeout(this._timer);
+    clearInterval(this._livenessTimer);
+    clearTimeout(this._disconnectedTimer);
+    this._attempt?.reject(new RtcRelayError('closed', 'client closed'));
+    this._wake();
+    // Giving up the seat: now a Close frame on them is what we want.
+    for (const ws of this._abandoned) ws.close(1000, reason.slice(0, 100));
+    this._abandoned.clear();
     for (const p of this._pings.values()) {
       clearTimeout(p.timer);
       p.reject(new RtcRelayError('closed', 'client closed'));

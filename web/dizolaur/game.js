@@ -64,7 +64,7 @@ const hook = {
   session: null,
   /** 'lobby' | 'countdown' | 'running' | 'ended' | null (not connected). */
   phase: null,
-  /** Lanes from the newest snapshot: [{lane, entity, peer, bot, name, state, distance, me}]; empty seats omitted. */
+  /** Lanes from the newest snapshot: [{lane, entity, peer, bot, name, state, distance, me, away}]; empty seats omitted. */
   seats: [],
   /** Every event object received, in order (each id once). */
   events: [],
@@ -87,6 +87,13 @@ const hook = {
   setAutoplay,
   /** The network lab panel: {state, refresh(), apply(setting?), clear()} (netlab.js). */
   netlab: null,
+  /**
+   * The connection as the status line shows it: state "open" |
+   * "reconnecting" | "failed" | null (not joined); attempt (of the current
+   * reconnection); log: the relay's reconnecting / resumed / resumefailed /
+   * peeraway / peerback events in order, each {type, ...detail}.
+   */
+  connection: { state: null, attempt: 0, log: [] },
 };
 window.dizolaur = hook;
 
@@ -164,8 +171,10 @@ async function join(name = els.name.value.trim(), room = els.room.value.trim()) 
   hook.events = [];
   hook.matchEnds = 0;
   hook.result = null;
+  hook.connection = { state: 'open', attempt: 0, log: [] };
   history.replaceState(null, '', `?room=${encodeURIComponent(room)}`);
   setStatus('open', `connected as #${session.relay.peerId} (${session.hello.game}, ${session.hello.tickRate} Hz)`);
+  watchConnection(session);
   els.roomName.textContent = room;
 
   session.addEventListener('snapshot', () => adoptOwnLane(session));
@@ -173,7 +182,9 @@ async function join(name = els.name.value.trim(), room = els.room.value.trim()) 
   session.addEventListener('error', (e) => showError(`${e.detail.code}: ${e.detail.message}`));
   session.addEventListener('close', (e) => {
     const reason = e.detail?.reason;
-    if (hook.session === session) teardown(reason === 'closed' || reason === 'left' ? 'idle' : 'closed', reason);
+    if (hook.session !== session) return;
+    if (hook.connection.state === 'failed') teardown('error', reason, `Could not reconnect (${hook.connection.failure}).`);
+    else teardown(reason === 'closed' || reason === 'left' ? 'idle' : 'closed', reason);
   });
 
   clearInterval(lobbyTimer);
@@ -193,7 +204,49 @@ async function join(name = els.name.value.trim(), room = els.room.value.trim()) 
   return session;
 }
 
-function teardown(state, reason) {
+/**
+ * The library reconnects by itself (same seat, same peer id) within the
+ * room's grace period; the page only tells the player, and marks the other
+ * players whose connection is lost.
+ */
+function watchConnection(session) {
+  const relay = session.relay;
+  const current = () => hook.session === session;
+  const log = (type, detail) => {
+    if (hook.connection.log.length < MAX_EVENTS_KEPT) hook.connection.log.push({ type, ...detail });
+  };
+  relay.on('reconnecting', (d) => {
+    if (!current()) return;
+    log('reconnecting', d);
+    hook.connection.state = 'reconnecting';
+    hook.connection.attempt = d.attempt;
+    setStatus('reconnecting', `Connection lost — reconnecting (attempt ${d.attempt})…`);
+  });
+  relay.on('resumed', (d) => {
+    if (!current()) return;
+    log('resumed', d);
+    hook.connection.state = 'open';
+    hook.connection.attempt = 0;
+    setStatus('open', `Reconnected as #${d.peerId}.`);
+  });
+  relay.on('resumefailed', (d) => {
+    if (!current()) return;
+    log('resumefailed', d);
+    hook.connection.state = 'failed';
+    hook.connection.failure = d.code;
+    setStatus('error', `Could not reconnect (${d.code}).`);
+    showError(`${d.code}: ${d.message}`);
+  });
+  for (const type of ['peeraway', 'peerback']) {
+    relay.on(type, (d) => {
+      if (!current()) return;
+      log(type, d);
+      updateLobby();
+    });
+  }
+}
+
+function teardown(state, reason, text) {
   clearInterval(lobbyTimer);
   clearInterval(netstatsTimer);
   lobbyTimer = netstatsTimer = null;
@@ -201,8 +254,9 @@ function teardown(state, reason) {
   hook.session = null;
   hook.phase = null;
   hook.seats = [];
+  hook.connection = { ...hook.connection, state: hook.connection.state === 'failed' ? 'failed' : null };
   setJoined(false);
-  setStatus(state, state === 'idle' ? 'Not connected.' : `disconnected (${reason ?? 'closed'})`);
+  setStatus(state, text ?? (state === 'idle' ? 'Not connected.' : `disconnected (${reason ?? 'closed'})`));
   renderSeats();
   els.phase.textContent = '–';
   els.phase.dataset.phase = '';
@@ -243,6 +297,8 @@ function seatsOf(state) {
     if (!e || e.fields[F.P_STATE] === F.STATE_EMPTY) continue;
     const peer = e.fields[F.P_PEER] >>> 0;
     const bot = e.fields[F.P_BOT] === 1;
+    // Own seat: while this page reconnects; others: between peer_away and peer_back.
+    const away = !bot && (peer === me ? hook.connection.state === 'reconnecting' : hook.session?.relay.roster.get(peer)?.away === true);
     seats.push({
       lane,
       entity: e.id,
@@ -253,6 +309,7 @@ function seatsOf(state) {
       distance: e.fields[F.P_DISTANCE],
       place: e.fields[F.P_PLACE],
       me: !bot && peer === me,
+      away,
     });
   }
   return seats;
@@ -313,11 +370,13 @@ function renderSeats() {
       li.textContent = `${lane + 1}. empty`;
     } else {
       if (seat.me) li.className = 'me';
+      if (seat.away) li.classList.add('away');
       li.dataset.bot = String(seat.bot);
+      li.dataset.away = String(seat.away);
       li.append(`${lane + 1}. ${seat.name}${seat.me ? ' (you)' : ''}`);
       const tag = document.createElement('span');
       tag.className = 'tag';
-      tag.textContent = seat.bot ? 'bot' : seat.state;
+      tag.textContent = seat.bot ? 'bot' : seat.away ? `${seat.state} · connection lost` : seat.state;
       li.append(tag);
     }
     items.push(li);

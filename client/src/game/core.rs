@@ -69,6 +69,13 @@ pub struct GameCore {
     duplicate: u64,
     invalid: u64,
     input_lead: f64,
+    /// Sessions after the first (a `hello` after the first one: the client
+    /// resumed its seat on a new WebRTC session).
+    resumes: u64,
+    /// Since a resume, until the new session's first snapshot: no snapshot
+    /// acks, so the server takes neither an old session's tick as a
+    /// baseline nor the time away as a delay sample.
+    acks_paused: bool,
 }
 
 impl std::fmt::Debug for GameCore {
@@ -110,6 +117,8 @@ impl GameCore {
             duplicate: 0,
             invalid: 0,
             input_lead: 0.0,
+            resumes: 0,
+            acks_paused: false,
         }
     }
 
@@ -159,6 +168,7 @@ impl GameCore {
         let tick_ms = self.hello.as_ref().map(Hello::tick_ms);
         match self.snapshots.receive(frame, now, local_ms, tick_ms) {
             Received::Newest { tick, input_ack } => {
+                self.acks_paused = false;
                 if let Some(p) = &mut self.inputs {
                     p.on_input_ack(input_ack);
                 }
@@ -260,6 +270,7 @@ impl GameCore {
         let ack = self
             .snapshots
             .newest_arrival()
+            .filter(|_| !self.acks_paused)
             .map(|(tick, at)| SnapshotAck {
                 tick,
                 delay_ms: u16::try_from(now.saturating_duration_since(at).as_millis())
@@ -425,6 +436,7 @@ impl GameCore {
             invalid: self.invalid,
             clock_offset_ms: self.clock.offset_ms().unwrap_or(0.0),
             server_rtt_ms: own.map_or(0.0, |p| p.rtt_ms),
+            resumes: self.resumes,
         }
     }
 
@@ -433,6 +445,9 @@ impl GameCore {
     }
 
     fn on_hello(&mut self, hello: Hello, now: Instant) {
+        if self.hello.is_some() {
+            self.on_new_session();
+        }
         let local_ms = self.local_ms(now);
         self.clock.on_hello(hello.server_time_ms, local_ms, now);
         let same_size = self
@@ -453,6 +468,19 @@ impl GameCore {
         }
         self.hello = Some(hello);
         self.reconcile();
+    }
+
+    /// A `hello` after the first: the seat was resumed on a new session
+    /// after time away. The server's first snapshot of it is a full one
+    /// (a new baseline); states already applied stay in the ring (they
+    /// were the server's). The input history stays too: the server kept
+    /// its own, and drops inputs it already has, so none applies twice.
+    /// Events the server resends are acked again and surfaced once by id.
+    fn on_new_session(&mut self) {
+        self.resumes += 1;
+        self.acks_paused = true;
+        // Arrival jitter across the time away says nothing about the path.
+        self.snapshots.restart_arrivals();
     }
 
     /// `lead = ceil((rtt/2 + 2*jitter) / tick_ms) + 1`, within
@@ -580,4 +608,143 @@ fn lerp(a: &[i32], b: &[i32], t: f64) -> Vec<i32> {
             v.round().clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rtcrelay_protocol::game::{Entity, FrameSpec, InputDatagram, SnapshotEncoder};
+
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn hello(tick: u32, server_time_ms: f64) -> String {
+        serde_json::to_string(&ServerControl::Hello(Hello {
+            game: "toy".into(),
+            tick_rate: 50,
+            snapshot_rate: 25,
+            input_size: 1,
+            max_input_lead: 50,
+            max_rewind: 0,
+            tick,
+            server_time_ms,
+            entity: Some(1),
+        }))
+        .unwrap()
+    }
+
+    fn event(id: u64) -> String {
+        serde_json::to_string(&ServerControl::Event {
+            id,
+            tick: id as u32,
+            event: serde_json::json!({ "kind": "score", "n": id }),
+        })
+        .unwrap()
+    }
+
+    fn world(x: i32) -> WorldState {
+        WorldState::from_entities([Entity {
+            id: 1,
+            kind: 0,
+            fields: vec![x, 7],
+        }])
+    }
+
+    /// A snapshot of `state` at `tick`, full or against `baseline`.
+    fn snapshot(tick: u32, baseline: Option<(u32, &WorldState)>, state: &WorldState) -> Vec<u8> {
+        let mut frame = Vec::new();
+        let mut view = WorldState::new();
+        let spec = FrameSpec {
+            tick,
+            input_ack: tick,
+            max_len: 1200,
+        };
+        SnapshotEncoder::new().encode(spec, baseline, state, &mut frame, &mut view);
+        frame
+    }
+
+    /// Runs a local tick and returns the datagram it sent.
+    fn datagram(core: &mut GameCore, now: Instant) -> InputDatagram {
+        core.local_tick(now);
+        let mut sent = None;
+        while let Some(out) = core.poll_output() {
+            if let GameOutput::Realtime(bytes) = out {
+                sent = Some(InputDatagram::decode(&bytes).unwrap());
+            }
+        }
+        sent.expect("an input datagram")
+    }
+
+    fn drain_acks(core: &mut GameCore) -> Vec<u64> {
+        let mut acks = Vec::new();
+        while let Some(out) = core.poll_output() {
+            if let GameOutput::Control(text) = out {
+                if let Ok(ClientControl::EventAck { id }) = serde_json::from_str(&text) {
+                    acks.push(id);
+                }
+            }
+        }
+        acks
+    }
+
+    fn surfaced(core: &mut GameCore) -> Vec<u64> {
+        std::iter::from_fn(|| core.poll_event())
+            .filter_map(|e| match e {
+                GameEvent::Event { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_resumed_session_starts_from_its_full_snapshot_and_surfaces_each_event_once() {
+        let t0 = Instant::now();
+        let mut core = GameCore::new(PeerId(3), t0);
+        core.handle_control(&hello(0, 0.0), t0);
+        let s10 = world(100);
+        core.handle_realtime(&snapshot(10, None, &s10), t0 + 200 * MS);
+        let s12 = world(140);
+        core.handle_realtime(&snapshot(12, Some((10, &s10)), &s12), t0 + 240 * MS);
+        assert_eq!(core.state(), Some(&s12));
+        let d = datagram(&mut core, t0 + 250 * MS);
+        assert_eq!(d.ack.map(|a| a.tick), Some(12));
+        for id in [1, 2] {
+            core.handle_control(&event(id), t0 + 250 * MS);
+        }
+        assert_eq!(surfaced(&mut core), [1, 2]);
+        // The ack of event 2 was lost with the connection.
+        let _ = drain_acks(&mut core);
+
+        // Ten seconds away, then the resumed session: hello again, the
+        // unacked events resent (2 again, and 3 that came meanwhile).
+        let back = t0 + Duration::from_secs(10);
+        core.handle_control(&hello(512, 10_240.0), back);
+        assert_eq!(core.net_stats().resumes, 1);
+        for id in [2, 3] {
+            core.handle_control(&event(id), back);
+        }
+        assert_eq!(surfaced(&mut core), [3], "event 2 surfaced once only");
+        assert_eq!(drain_acks(&mut core), [2, 3], "every copy acked");
+
+        // Until the new session's first snapshot, no snapshot ack: the old
+        // session's tick 12 is no baseline for the new one, and ten seconds
+        // are no delay sample.
+        let d = datagram(&mut core, back + 20 * MS);
+        assert_eq!(d.ack, None);
+        let s514 = world(9_000);
+        core.handle_realtime(&snapshot(514, None, &s514), back + 40 * MS);
+        assert_eq!(core.state_tick(), Some(514));
+        assert_eq!(core.state(), Some(&s514), "the full snapshot is the state");
+        assert_eq!(core.predicted(), Some(&[9_000, 7][..]));
+        let d = datagram(&mut core, back + 60 * MS);
+        assert_eq!(d.ack.map(|a| a.tick), Some(514));
+        // Deltas against it apply as usual.
+        let s516 = world(9_040);
+        core.handle_realtime(&snapshot(516, Some((514, &s514)), &s516), back + 80 * MS);
+        assert_eq!(core.state(), Some(&s516));
+        assert_eq!(core.net_stats().unknown_baseline, 0);
+        assert_eq!(core.net_stats().invalid, 0);
+    }
 }

@@ -226,7 +226,10 @@ async fn drive(
             };
             match sent {
                 Ok(()) => {}
-                Err(ClientError::Closed) => closed = true,
+                // A reconnecting client reports the end itself (`Closed`
+                // after `ResumeFailed`); meanwhile inputs are resent
+                // redundantly and events re-acked once resumed.
+                Err(ClientError::Closed) if !client.reconnects() => closed = true,
                 Err(e) => debug!(error = %e, "game message not sent"),
             }
         }
@@ -270,9 +273,23 @@ async fn drive(
                         return client;
                     }
                 }
-                // A silent server is as good as gone for a game.
-                Some(ClientEvent::Closed | ClientEvent::Disconnected { .. }) | None => {
-                    closed = true;
+                // Without reconnection, a silent server is as good as gone
+                // for a game.
+                Some(ClientEvent::Disconnected { .. }) if !client.reconnects() => closed = true,
+                Some(ClientEvent::Closed) | None => closed = true,
+                Some(
+                    event @ (ClientEvent::PeerJoined { .. }
+                    | ClientEvent::PeerLeft { .. }
+                    | ClientEvent::PeerAway { .. }
+                    | ClientEvent::PeerBack { .. }
+                    | ClientEvent::Disconnected { .. }
+                    | ClientEvent::Reconnecting { .. }
+                    | ClientEvent::Resumed { .. }
+                    | ClientEvent::ResumeFailed { .. }),
+                ) => {
+                    if !forward(&events, GameEvent::Connection(event)).await {
+                        return client;
+                    }
                 }
                 Some(other) => debug!(event = ?other, "client event ignored"),
             },

@@ -134,6 +134,12 @@ impl SnapshotRing {
         self.window_bytes = 0;
     }
 
+    /// A new session after time away: the next arrival starts the jitter
+    /// estimate afresh (the gap is not jitter).
+    pub(crate) fn restart_arrivals(&mut self) {
+        self.last_transit_ms = None;
+    }
+
     /// The newest applied state and its tick.
     pub(crate) fn newest(&self) -> Option<(u32, &WorldState)> {
         let (tick, _) = self.newest?;

@@ -263,4 +263,42 @@ mod tests {
         assert!(!ev.ack(A, 1));
         assert!(ev.ack(A, MAX_PENDING_PER_PLAYER as u64 + 10));
     }
+    #[test]
+    fn resend_all_sends_every_unacked_event_in_order_and_restarts_the_backoff() {
+        let t0 = Instant::now();
+        let mut ev = ReliableEvents::new();
+        for i in 1..=3 {
+            ev.push(i, json!(i), [A, B], t0);
+        }
+        ev.ack(A, 2);
+        // A was away long enough for the backoff to reach 8 s.
+        let mut out = Vec::new();
+        for step in [1, 3, 7, 15] {
+            ev.poll_retransmits(t0 + s(step), &mut out);
+        }
+        out.clear();
+        let back = t0 + s(16);
+        assert_eq!(ev.resend_all(A, back, &mut out), 2);
+        let ids: Vec<(PeerId, u64)> = out
+            .iter()
+            .map(|(p, t)| {
+                let v: serde_json::Value = serde_json::from_str(t).expect("json");
+                (*p, v["id"].as_u64().expect("id"))
+            })
+            .collect();
+        assert_eq!(ids, [(A, 1), (A, 3)], "A's only, acked ones left out");
+        // Still pending: resent 1 s later, then 2 s after that.
+        out.clear();
+        assert_eq!(ev.poll_retransmits(back + s(1), &mut out), 2);
+        assert!(out.iter().all(|(p, _)| *p == A), "B's are due at 23 s");
+        out.clear();
+        assert_eq!(ev.poll_retransmits(back + s(2), &mut out), 0);
+        assert_eq!(ev.poll_retransmits(back + s(3), &mut out), 2);
+        // Nobody pending, or unknown: nothing.
+        out.clear();
+        assert_eq!(ev.resend_all(PeerId(9), back, &mut out), 0);
+        ev.remove_peer(B);
+        assert_eq!(ev.resend_all(B, back, &mut out), 0);
+        assert!(out.is_empty());
+    }
 }

@@ -498,4 +498,81 @@ mod tests {
         // Still replays, up to its last hash.
         assert_eq!(replay(&log, &CounterFactory).expect("replay").len(), 3);
     }
+    #[test]
+    fn pauses_and_bot_takeovers_are_logged_as_json_and_replayed_in_order() {
+        let mut log = MatchLog::new(COUNTER_GAME, 3, 60);
+        log.push(join(1, 1));
+        log.push(join(1, 2));
+        log.push(input(1, 1, 1, 4));
+        log.push(LogEntry::Paused {
+            tick: 3,
+            paused: true,
+        });
+        log.push(input(4, 1, 4, 6)); // given while paused: not counted
+        log.push(LogEntry::Paused {
+            tick: 5,
+            paused: false,
+        });
+        log.push(LogEntry::BotTakeover {
+            tick: 6,
+            peer: PeerId(2),
+        });
+        for _ in 0..7 {
+            log.push_hash(0);
+        }
+        let text = log.to_json();
+        assert!(
+            text.contains(r#"{"type":"paused","tick":3,"paused":true}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"{"type":"bot_takeover","tick":6,"peer":2}"#),
+            "{text}"
+        );
+        assert_eq!(MatchLog::from_json(&text).expect("parse"), log);
+        let replayed = replay(&log, &CounterFactory).expect("replay");
+
+        // The same calls made directly; after the takeover peer 2 gets no
+        // more inputs (the bot plays it).
+        let mut sim = CounterFactory.create(COUNTER_GAME, 3).expect("game");
+        let mut ev = Vec::new();
+        let mut direct = Vec::new();
+        sim.add_player(PeerId(1), "p1").expect("join");
+        sim.add_player(PeerId(2), "p2").expect("join");
+        let mut tick =
+            |sim: &mut Box<dyn crate::authoritative::Simulation>, t: u32, inputs: &[(u32, u8)]| {
+                for &(p, i) in inputs {
+                    sim.apply_input(PeerId(p), t, &[i]);
+                }
+                sim.step(&mut ev);
+                direct.push(sim.state_hash());
+            };
+        tick(&mut sim, 1, &[(1, 4), (2, 0)]);
+        tick(&mut sim, 2, &[(1, 4), (2, 0)]);
+        sim.set_paused(true);
+        tick(&mut sim, 3, &[(1, 4), (2, 0)]);
+        tick(&mut sim, 4, &[(1, 6), (2, 0)]);
+        sim.set_paused(false);
+        tick(&mut sim, 5, &[(1, 6), (2, 0)]);
+        assert!(sim.replace_with_bot(PeerId(2)));
+        tick(&mut sim, 6, &[(1, 6)]);
+        tick(&mut sim, 7, &[(1, 6)]);
+        assert_eq!(replayed, direct);
+
+        // An input for a peer a bot replaced is an error, as is a takeover
+        // the game cannot make (CounterGame has bots for even ids only).
+        let mut bad = log.clone();
+        bad.push(input(7, 2, 7, 1));
+        assert!(replay(&bad, &CounterFactory)
+            .unwrap_err()
+            .contains("not present"));
+        let mut bad = log.clone();
+        bad.entries[6] = LogEntry::BotTakeover {
+            tick: 6,
+            peer: PeerId(1),
+        };
+        assert!(replay(&bad, &CounterFactory)
+            .unwrap_err()
+            .contains("no bot"));
+    }
 }

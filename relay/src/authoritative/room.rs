@@ -282,7 +282,7 @@ impl AuthoritativeRoom {
             return;
         }
         player.ready = true;
-        player.away = false;
+        let back = std::mem::take(&mut player.away);
         let hello = ServerControl::Hello(Hello {
             game: self.sim.game().to_owned(),
             tick_rate: self.config.tick_rate,
@@ -307,6 +307,9 @@ impl AuthoritativeRoom {
             });
         }
         self.retransmits = resend;
+        if back {
+            self.update_pause();
+        }
     }
 
     /// The player's session ended on its own (connection lost): its seat,
@@ -326,12 +329,16 @@ impl AuthoritativeRoom {
     /// full one (a new baseline), and once `ready` it gets `hello` and its
     /// pending events. Its input buffer is kept, so an input it sends again
     /// is never applied twice. False when `peer` has no seat here.
+    ///
+    /// It stays away until `ready`: events of the ticks before its channels
+    /// open are kept for it (it could not receive them yet), and a `pause`
+    /// lasts until it can see the match again.
     pub fn rejoin(&mut self, peer: PeerId, now: Instant) -> bool {
         let Some(player) = self.players.get_mut(&peer) else {
             return false;
         };
         player.ready = false;
-        player.away = false;
+        player.away = true;
         player.snapshots = ClientSnapshots::new();
         player.net = NetStats::new(now);
         self.update_pause();
@@ -372,7 +379,8 @@ impl AuthoritativeRoom {
         self.leave(peer, now);
     }
 
-    /// Players whose seat is kept while their connection is lost.
+    /// Players whose seat is kept while their connection is lost (or whose
+    /// new session is not ready yet).
     pub fn away_count(&self) -> usize {
         self.players.values().filter(|p| p.away).count()
     }
@@ -499,13 +507,14 @@ impl AuthoritativeRoom {
             self.send_snapshots(tick, now);
         }
         let mut retransmits = std::mem::take(&mut self.retransmits);
-        let n = self.events.poll_retransmits(now, &mut retransmits);
-        self.metrics.game.events_retransmitted.inc_by(n as u64);
+        self.events.poll_retransmits(now, &mut retransmits);
         for (peer, text) in retransmits.drain(..) {
-            // An away player gets them all when it is back (`ready`).
+            // An away player gets them all when it is back (`ready`); only
+            // what is sent counts as retransmitted.
             if !self.players.get(&peer).is_some_and(|p| p.ready) {
                 continue;
             }
+            self.metrics.game.events_retransmitted.inc();
             self.outputs.push_back(RoomOutput::Control {
                 peer,
                 text: text.to_string(),
@@ -747,7 +756,10 @@ fn to_json(message: &ServerControl) -> Option<String> {
 }
 
 /// A small deterministic game for the room's and the log's tests: each
-/// player's entity sums its inputs; the state hash folds every call.
+/// player's entity sums its inputs; the state hash folds every call. A
+/// `{"match":bool}` command starts or ends its "match" (`in_match`); while
+/// paused only the tick moves; bots take the seats of even peer ids and add
+/// 1 per tick.
 #[cfg(test)]
 pub(crate) mod test_game {
     use std::collections::BTreeMap;
@@ -768,6 +780,7 @@ pub(crate) mod test_game {
         sum: i32,
         applied: i32,
         late: i32,
+        bot: bool,
     }
 
     pub(crate) struct CounterGame {
@@ -775,6 +788,8 @@ pub(crate) mod test_game {
         extra: i32,
         players: BTreeMap<PeerId, Counter>,
         hash: StateHasher,
+        in_match: bool,
+        paused: bool,
     }
 
     impl CounterGame {
@@ -786,6 +801,8 @@ pub(crate) mod test_game {
                 extra: 0,
                 players: BTreeMap::new(),
                 hash,
+                in_match: false,
+                paused: false,
             }
         }
     }
@@ -828,6 +845,11 @@ pub(crate) mod test_game {
             self.players.remove(&player);
         }
         fn command(&mut self, player: PeerId, command: &serde_json::Value) -> Result<(), String> {
+            if let Some(on) = command.get("match").and_then(serde_json::Value::as_bool) {
+                self.in_match = on;
+                self.hash.bytes(b"match").u32(u32::from(on));
+                return Ok(());
+            }
             let add = command
                 .get("add")
                 .and_then(serde_json::Value::as_i64)
@@ -838,7 +860,10 @@ pub(crate) mod test_game {
         }
         fn apply_input(&mut self, player: PeerId, tick: u32, input: &[u8]) {
             self.hash.bytes(b"in").u32(player.0).u32(tick).bytes(input);
-            if let Some(c) = self.players.get_mut(&player) {
+            if self.paused {
+                return;
+            }
+            if let Some(c) = self.players.get_mut(&player).filter(|c| !c.bot) {
                 let v = input.first().copied().unwrap_or(0);
                 c.sum = c.sum.wrapping_add(i32::from(v));
                 c.applied += 1;
@@ -852,6 +877,13 @@ pub(crate) mod test_game {
         fn step(&mut self, events: &mut Vec<serde_json::Value>) {
             self.tick += 1;
             self.hash.bytes(b"step").u32(self.tick);
+            if self.paused {
+                return;
+            }
+            for c in self.players.values_mut().filter(|c| c.bot) {
+                c.sum += 1;
+                c.applied += 1;
+            }
             if self.tick.is_multiple_of(EVENT_EVERY) {
                 events.push(json!({ "mark": self.tick }));
             }
@@ -892,6 +924,23 @@ pub(crate) mod test_game {
             self.players
                 .contains_key(&player)
                 .then(|| entity_of(player))
+        }
+        fn in_match(&self) -> bool {
+            self.in_match
+        }
+        fn set_paused(&mut self, paused: bool) {
+            self.paused = paused;
+            self.hash.bytes(b"pause").u32(u32::from(paused));
+        }
+        fn replace_with_bot(&mut self, player: PeerId) -> bool {
+            match self.players.get_mut(&player) {
+                Some(c) if player.0.is_multiple_of(2) && !c.bot => {
+                    c.bot = true;
+                    self.hash.bytes(b"bot").u32(player.0);
+                    true
+                }
+                _ => false,
+            }
         }
     }
 
@@ -1425,6 +1474,239 @@ mod tests {
                 },
                 LogEntry::Leave { tick: 4, peer: A },
             ]
+        );
+    }
+
+    /// Event ids sent to `to`, in order (resent ones again).
+    fn event_ids(outputs: &[RoomOutput], to: PeerId) -> Vec<u64> {
+        of_type(&controls(outputs, to), "event")
+            .iter()
+            .map(|e| e["id"].as_u64().expect("id"))
+            .collect()
+    }
+
+    fn with_policy(t0: Instant, away: AwayPolicy, after_grace: AfterGrace) -> AuthoritativeRoom {
+        AuthoritativeRoom::new(
+            Box::new(CounterGame::new(5)),
+            5,
+            GameConfig {
+                away,
+                after_grace,
+                ..GameConfig::default()
+            },
+            RelayMetrics::default(),
+            t0,
+        )
+    }
+
+    fn replays(room: &AuthoritativeRoom) {
+        let log = MatchLog::from_json(&room.match_log().to_json()).expect("json");
+        let hashes = super::super::replay(&log, &super::test_game::CounterFactory).expect("replay");
+        assert_eq!(hashes, log.hashes);
+    }
+
+    #[test]
+    fn an_away_player_keeps_its_seat_and_gets_what_it_missed_once_back() {
+        let t0 = Instant::now();
+        let (mut room, metrics) = room(t0);
+        room.join(A, "a", t0).expect("join");
+        room.join(B, "b", t0).expect("join");
+        room.ready(A, t0);
+        room.ready(B, t0);
+        // Event 1 (tick 50) reaches A, which acks it and snapshot 50.
+        run_until(&mut room, t0 + ms(900));
+        room.on_control(A, r#"{"type":"event_ack","id":1}"#, t0 + ms(900));
+        room.on_realtime(A, &datagram(1, 56, &[2], Some(50)), t0 + ms(900));
+        let out = run_until(&mut room, t0 + ms(1000));
+        let a = snapshots(&out, A);
+        assert!(!a.is_empty());
+        assert!(a
+            .iter()
+            .all(|f| SnapshotView::decode(f).expect("decode").header.baseline == Some(50)));
+        // Its connection is lost: the seat, the entity and its input stay.
+        let retransmitted = metrics.game.events_retransmitted.get();
+        room.away(A, t0 + ms(1000));
+        assert_eq!((room.away_count(), room.player_count()), (1, 2));
+        let out = run_until(&mut room, t0 + ms(2600));
+        assert!(
+            !out.iter().any(|o| matches!(o,
+                RoomOutput::Control { peer, .. } | RoomOutput::Realtime { peer, .. } if *peer == A)),
+            "nothing goes to an away player"
+        );
+        // B got events 2 and 3 (ticks 100, 150) and a resend of 1; only
+        // what was sent counts as retransmitted (A's are held back).
+        assert_eq!(event_ids(&out, B), [2, 1, 3]);
+        assert_eq!(metrics.game.events_retransmitted.get(), retransmitted + 1);
+        let fields = player_fields(&room, A);
+        assert_eq!(fields[1], 2, "its last input repeats");
+        // Inputs of the old session still in flight for ticks to come, then
+        // a new session takes the seat back.
+        let next = room.tick() + 1;
+        room.on_realtime(A, &datagram(2, next, &[3; 20], None), t0 + ms(2600));
+        assert!(!room.rejoin(PeerId(9), t0 + ms(2600)), "no seat");
+        assert!(room.rejoin(A, t0 + ms(2600)));
+        assert_eq!(room.away_count(), 1, "away until its channels open");
+        assert!(drain(&mut room).is_empty());
+        // Event 4 (tick 200) comes before A is ready: kept for it too.
+        let out = run_until(&mut room, t0 + ms(3400));
+        assert_eq!(event_ids(&out, A), Vec::<u64>::new());
+        let duplicates = outcome(&metrics, "duplicate");
+        let before_ready = metrics.game.events_retransmitted.get();
+        room.ready(A, t0 + ms(3400));
+        assert_eq!(room.away_count(), 0);
+        let a = controls(&drain(&mut room), A);
+        assert_eq!(a[0]["type"], "hello");
+        assert_eq!(a[0]["tick"], room.tick());
+        assert_eq!(a[0]["entity"], entity_of(A));
+        let resent: Vec<u64> = a[1..]
+            .iter()
+            .map(|e| e["id"].as_u64().expect("id"))
+            .collect();
+        assert_eq!(
+            resent,
+            [2, 3, 4],
+            "every unacked event, in order, after hello"
+        );
+        assert_eq!(metrics.game.events_retransmitted.get(), before_ready + 3);
+        // Its first snapshot is a full one, though it had acked a baseline.
+        let out = run_until(&mut room, t0 + ms(3450));
+        let first = &snapshots(&out, A)[0];
+        assert_eq!(
+            SnapshotView::decode(first).expect("decode").header.baseline,
+            None
+        );
+        // The new session resends the old one's inputs: duplicates, never
+        // applied twice (the input history was kept).
+        let applied = player_fields(&room, A)[3];
+        room.on_realtime(A, &datagram(1, next + 4, &[3; 16], None), t0 + ms(3450));
+        assert_eq!(outcome(&metrics, "duplicate"), duplicates + 16);
+        assert_eq!(player_fields(&room, A)[3], applied);
+        // Resent events are retransmitted on the usual schedule (1 s after
+        // the resend) until acked; event 5 (tick 250) is new.
+        let out = run_until(&mut room, t0 + ms(4450));
+        assert_eq!(event_ids(&out, A), [5, 2, 3, 4]);
+        for id in 2..=4 {
+            room.on_control(
+                A,
+                &format!(r#"{{"type":"event_ack","id":{id}}}"#),
+                t0 + ms(4450),
+            );
+        }
+        let out = run_until(&mut room, t0 + ms(9000));
+        assert!(!event_ids(&out, A).iter().any(|&id| id < 5));
+        replays(&room);
+    }
+
+    #[test]
+    fn the_pause_policy_freezes_a_match_until_every_away_player_is_back_or_released() {
+        let t0 = Instant::now();
+        let mut room = with_policy(t0, AwayPolicy::Pause, AfterGrace::Forfeit);
+        let c = PeerId(3);
+        for p in [A, B, c] {
+            room.join(p, "p", t0).expect("join");
+            room.ready(p, t0);
+        }
+        let paused = |room: &AuthoritativeRoom| -> Vec<(u32, bool)> {
+            room.match_log()
+                .entries
+                .iter()
+                .filter_map(|e| match e {
+                    LogEntry::Paused { tick, paused } => Some((*tick, *paused)),
+                    _ => None,
+                })
+                .collect()
+        };
+        // Away in the lobby (no match): nothing to pause.
+        room.on_realtime(B, &datagram(1, 1, &[1], None), t0);
+        room.away(A, t0);
+        run_until(&mut room, t0 + ms(100));
+        assert!(paused(&room).is_empty());
+        // A match starts while A is away: paused from the next tick.
+        room.on_control(
+            B,
+            r#"{"type":"command","command":{"match":true}}"#,
+            t0 + ms(100),
+        );
+        run_until(&mut room, t0 + ms(200));
+        let start = paused(&room);
+        assert_eq!(start.len(), 1, "{start:?}");
+        assert!(start[0].1);
+        // Paused: the tick goes on, B's input is not counted.
+        let sum = player_fields(&room, B)[2];
+        let tick = room.tick();
+        room.away(c, t0 + ms(200));
+        run_until(&mut room, t0 + ms(1000));
+        assert!(room.tick() >= tick + 40);
+        assert_eq!(player_fields(&room, B)[2], sum, "frozen");
+        // A back (rejoin, then ready): C is still away, still paused.
+        assert!(room.rejoin(A, t0 + ms(1000)));
+        run_until(&mut room, t0 + ms(1100));
+        room.ready(A, t0 + ms(1100));
+        run_until(&mut room, t0 + ms(1200));
+        assert_eq!(paused(&room).len(), 1);
+        assert_eq!(player_fields(&room, B)[2], sum);
+        // C's grace period ends (forfeit): nobody is away, it runs again.
+        room.release(c, t0 + ms(1200));
+        assert_eq!(room.player_count(), 2);
+        run_until(&mut room, t0 + ms(1500));
+        let all = paused(&room);
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(!all[1].1);
+        assert!(player_fields(&room, B)[2] > sum, "B's inputs count again");
+        replays(&room);
+    }
+
+    #[test]
+    fn after_the_grace_period_a_bot_takes_the_seat_or_the_player_forfeits() {
+        let t0 = Instant::now();
+        // CounterGame's bots take even peer ids only: B yes, A not.
+        let mut room = with_policy(t0, AwayPolicy::Repeat, AfterGrace::Bot);
+        room.join(A, "a", t0).expect("join");
+        room.join(B, "b", t0).expect("join");
+        room.ready(A, t0);
+        room.ready(B, t0);
+        room.away(B, t0);
+        room.away(A, t0);
+        run_until(&mut room, t0 + ms(900));
+        assert_eq!(room.events.unacked(B), 1, "event 1 kept for B");
+        room.release(B, t0 + ms(900));
+        room.release(B, t0 + ms(900)); // twice is harmless
+        room.release(PeerId(9), t0 + ms(900));
+        assert_eq!(room.player_count(), 1);
+        assert_eq!(room.events.unacked(B), 0);
+        let before = player_fields(&room, B);
+        run_until(&mut room, t0 + ms(1000));
+        assert!(
+            player_fields(&room, B)[2] > before[2],
+            "the bot plays B's seat"
+        );
+        // The game has no bot for A: it forfeits.
+        room.release(A, t0 + ms(1000));
+        assert!(room.is_empty());
+        let ends: Vec<&LogEntry> = room
+            .match_log()
+            .entries
+            .iter()
+            .filter(|e| matches!(e, LogEntry::BotTakeover { .. } | LogEntry::Leave { .. }))
+            .collect();
+        assert_eq!(
+            ends,
+            [
+                &LogEntry::BotTakeover { tick: 55, peer: B },
+                &LogEntry::Leave { tick: 61, peer: A },
+            ]
+        );
+        replays(&room);
+
+        // With `forfeit` even a seat a bot could take is given up.
+        let mut room = with_policy(t0, AwayPolicy::Repeat, AfterGrace::Forfeit);
+        room.join(B, "b", t0).expect("join");
+        room.away(B, t0);
+        room.release(B, t0);
+        assert!(room.is_empty());
+        assert_eq!(
+            room.match_log().entries.last(),
+            Some(&LogEntry::Leave { tick: 1, peer: B })
         );
     }
 

@@ -89,8 +89,9 @@ pub trait Simulation: Send + 'static {
     /// The room's rule after the grace period is `bot`: `player` did not
     /// come back, so a bot takes over its seat for the rest of the match
     /// (the room stops calling `apply_input` for it). False: the game has no
-    /// bots, or none can take this seat; the room then calls
-    /// `remove_player` (the player forfeits).
+    /// bots, or none can take this seat; the game must then be unchanged
+    /// (the room logs only the `remove_player` it calls next, so a replay
+    /// never repeats the refused call) and the player forfeits.
     fn replace_with_bot(&mut self, _player: PeerId) -> bool {
         false
     }

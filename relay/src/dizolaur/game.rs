@@ -156,6 +156,10 @@ pub struct Dizolaur {
     announce_start: bool,
     /// Lanes whose racer left, to announce at the next step.
     left_events: Vec<usize>,
+    /// Lanes a bot took over from a person, to announce at the next step.
+    takeover_events: Vec<usize>,
+    /// The match is frozen (`set_paused`): only the tick advances.
+    paused: bool,
 }
 
 impl Dizolaur {
@@ -183,6 +187,8 @@ impl Dizolaur {
             bot_rng: ChaCha8Rng::seed_from_u64(0),
             announce_start: false,
             left_events: Vec::new(),
+            takeover_events: Vec::new(),
+            paused: false,
         }
     }
 
@@ -255,6 +261,79 @@ impl Dizolaur {
         }
         self.announce_start = true;
         self.left_events.clear();
+        self.takeover_events.clear();
+    }
+
+    /// The events of what happened between steps (a match started, racers
+    /// left, bots took over), at the step of `tick`.
+    fn announce(&mut self, tick: u32, events: &mut Vec<Value>) {
+        if std::mem::take(&mut self.announce_start) {
+            let players: Vec<Value> = self
+                .racers
+                .iter()
+                .enumerate()
+                .filter_map(|(lane, r)| {
+                    r.as_ref()
+                        .map(|r| json!({"lane": lane, "peer": r.peer_json(), "bot": r.bot}))
+                })
+                .collect();
+            events.push(json!({
+                "kind": "match_start",
+                "match": self.match_number,
+                "tick": self.start_tick,
+                "seed": self.match_seed,
+                "max_seconds": self.max_ticks / TICK_RATE,
+                "players": players,
+            }));
+        }
+        for lane in std::mem::take(&mut self.left_events) {
+            if let Some(racer) = &self.racers[lane] {
+                let left = racer.left_tick.unwrap_or(tick);
+                events.push(json!({
+                    "kind": "player_out",
+                    "lane": lane,
+                    "peer": racer.peer_json(),
+                    "bot": racer.bot,
+                    "distance": distance_at(
+                        self.run_tick(left),
+                        i64::from(self.max_ticks),
+                    ),
+                    "tick": left,
+                    "reason": "left",
+                }));
+            }
+        }
+        for lane in std::mem::take(&mut self.takeover_events) {
+            if let Some(racer) = &self.racers[lane] {
+                events.push(json!({
+                    "kind": "bot_takeover",
+                    "lane": lane,
+                    "peer": racer.peer_json(),
+                    "tick": tick,
+                }));
+            }
+        }
+    }
+
+    /// One tick of a paused match: the tick advances and the inputs are
+    /// taken (so that a held button is still known when the race goes on),
+    /// but nothing in the match moves. Every tick stamp of the match moves
+    /// on with the clock, so that run tick = tick - start_tick, the
+    /// countdown, the time limit, pending crashes and the ranking all
+    /// resume exactly where they stopped, as if the paused ticks had not
+    /// been; ticks in later events and snapshots are on this shifted clock.
+    fn step_paused(&mut self, events: &mut Vec<Value>) {
+        self.tick += 1;
+        self.start_tick += 1;
+        self.phase_tick += 1;
+        for racer in self.racers.iter_mut().flatten() {
+            racer.runner.crash_tick = racer.runner.crash_tick.map(|t| t + 1);
+            racer.left_tick = racer.left_tick.map(|t| t + 1);
+        }
+        self.announce(self.tick, events);
+        for lane in &mut self.lanes {
+            lane.last_input = lane.next_input.take().unwrap_or(lane.last_input);
+        }
     }
 
     /// Re-simulates the lanes that got late inputs, from the oldest changed
@@ -359,6 +438,7 @@ impl Dizolaur {
                     "kind": "score",
                     "lane": lane,
                     "peer": racer.peer_json(),
+                    "bot": racer.bot,
                     "distance": racer.next_milestone,
                 }));
                 racer.next_milestone += SCORE_MILESTONE;
@@ -370,6 +450,7 @@ impl Dizolaur {
                     "kind": "player_out",
                     "lane": lane,
                     "peer": racer.peer_json(),
+                    "bot": racer.bot,
                     "distance": distance,
                     "tick": crash,
                     "reason": "crash",
@@ -454,7 +535,10 @@ impl Dizolaur {
         }
         f[M_START_TICK] = self.start_tick as i32;
         f[M_MAX_TICKS] = self.max_ticks as i32;
-        if self.phase == Phase::Running && self.run_tick(self.tick) <= i64::from(self.max_ticks) {
+        if self.phase == Phase::Running
+            && !self.paused
+            && self.run_tick(self.tick) <= i64::from(self.max_ticks)
+        {
             f[M_SPEED] = speed_at(run_tick);
         }
         f[M_SCROLL] = scroll_at(run_tick);
@@ -486,6 +570,10 @@ impl Dizolaur {
             f[P_INPUT] = i32::from(self.lanes[lane].last_input);
             return f;
         };
+        if seat == Seat::Bot {
+            // A bot that took over a person's seat still names them.
+            f[P_PEER] = racer.peer.map_or(0, |p| p.0 as i32);
+        }
         let body = racer.runner.body;
         let (start, max) = (i64::from(self.start_tick), i64::from(self.max_ticks));
         f[P_STATE] = if racer.left_tick.is_some() {
@@ -709,45 +797,15 @@ impl Simulation for Dizolaur {
     }
 
     fn step(&mut self, events: &mut Vec<Value>) {
+        if self.paused && self.phase.racing() {
+            self.step_paused(events);
+            return;
+        }
         self.resimulate();
         self.bot_inputs();
         self.tick += 1;
         let tick = self.tick;
-        if std::mem::take(&mut self.announce_start) {
-            let players: Vec<Value> = self
-                .racers
-                .iter()
-                .enumerate()
-                .filter_map(|(lane, r)| {
-                    r.as_ref()
-                        .map(|r| json!({"lane": lane, "peer": r.peer_json(), "bot": r.bot}))
-                })
-                .collect();
-            events.push(json!({
-                "kind": "match_start",
-                "match": self.match_number,
-                "tick": self.start_tick,
-                "seed": self.match_seed,
-                "max_seconds": self.max_ticks / TICK_RATE,
-                "players": players,
-            }));
-        }
-        for lane in std::mem::take(&mut self.left_events) {
-            if let Some(racer) = &self.racers[lane] {
-                let left = racer.left_tick.unwrap_or(tick);
-                events.push(json!({
-                    "kind": "player_out",
-                    "lane": lane,
-                    "peer": racer.peer_json(),
-                    "distance": distance_at(
-                        self.run_tick(left),
-                        i64::from(self.max_ticks),
-                    ),
-                    "tick": left,
-                    "reason": "left",
-                }));
-            }
-        }
+        self.announce(tick, events);
         if self.phase == Phase::Countdown && tick >= self.start_tick {
             self.phase = Phase::Running;
             self.phase_tick = tick;
@@ -890,6 +948,11 @@ impl Simulation for Dizolaur {
         for &lane in &self.left_events {
             h.u32(lane as u32);
         }
+        h.u32(self.takeover_events.len() as u32);
+        for &lane in &self.takeover_events {
+            h.u32(lane as u32);
+        }
+        h.u32(u32::from(self.paused));
         h.finish()
     }
 
@@ -899,6 +962,55 @@ impl Simulation for Dizolaur {
 
     fn in_match(&self) -> bool {
         self.phase.racing()
+    }
+
+    /// Only a racing match pauses: in the lobby or after the end there is
+    /// nothing to freeze, and a later match must not start frozen.
+    fn set_paused(&mut self, paused: bool) {
+        let paused = paused && self.phase.racing();
+        if paused == self.paused {
+            return;
+        }
+        if paused {
+            // The race clock shifts while paused (`step_paused`), so a late
+            // input for a tick before the pause must not rewind across it:
+            // the history would be re-simulated on the wrong clock. Apply
+            // the rewinds already asked for, then forget the history; the
+            // lanes are final up to here.
+            self.resimulate();
+            for racer in self.racers.iter_mut().flatten() {
+                racer.history.clear();
+            }
+        }
+        self.paused = paused;
+    }
+
+    /// A bot takes over `player`'s lane if its runner is still running (in
+    /// the countdown or the race); its racer keeps the peer id, marked as a
+    /// bot. A player already out, crashed (pending or confirmed), waiting
+    /// for the next match or in the lobby or after the end has nothing for
+    /// a bot to play: false, and the room removes them.
+    fn replace_with_bot(&mut self, player: PeerId) -> bool {
+        let Some(lane) = self.lane_of(player) else {
+            return false;
+        };
+        if !self.phase.racing() {
+            return false;
+        }
+        let seat = self.lanes[lane].seat;
+        let Some(racer) = self.racers[lane]
+            .as_mut()
+            .filter(|r| r.seated_in(seat) && r.in_race() && r.runner.crash_tick.is_none())
+        else {
+            return false;
+        };
+        racer.bot = true;
+        // The bot steers from the next step on (`bot_inputs`); until the
+        // race runs the person's last input carries on, as for any bot.
+        self.lanes[lane].seat = Seat::Bot;
+        self.lanes[lane].next_input = None;
+        self.takeover_events.push(lane);
+        true
     }
 }
 

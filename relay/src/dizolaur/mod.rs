@@ -48,17 +48,41 @@
 //!   everyone still running at the time limit.
 //! - **Bots** play [`bot_input`] (perfect) with seeded reaction delays
 //!   ([`bot::BotReflexes`]), so their matches end.
+//! - **Pause** (the room's `pause` away policy, `set_paused`): only a
+//!   match counting down or running pauses (in the lobby or after the end
+//!   it is a no-op). While paused each step advances the tick and takes the
+//!   inputs, and nothing else: no runner moves, no obstacle is made or
+//!   dropped, no crash, milestone or end is decided, bots do not act. Every
+//!   tick stamp of the match (`M_START_TICK`, `M_PHASE_TICK`, crash and
+//!   leave ticks) moves on by one per paused tick, so run tick = tick −
+//!   `M_START_TICK`, the countdown and the time limit stand still and the
+//!   race resumes exactly where it stopped; ticks in later events and
+//!   snapshots are on this shifted clock. `M_SPEED` is 0 while paused.
+//!   Pausing applies the late inputs already given and then forgets the
+//!   rewind history: no late input rewinds across a pause.
+//! - **Bot takeover** (the room's `bot` after-grace rule,
+//!   `replace_with_bot`): a bot takes over the lane of a person whose
+//!   runner is still running (countdown or race), with the usual reaction
+//!   delays; a `bot_takeover` event says so, and the lane keeps naming the
+//!   person: `P_PEER` stays their id with `P_BOT` = 1, and its later
+//!   `score`, `player_out` and `match_end` entries carry their `peer` with
+//!   `"bot":true`. A person already out (crashed, even pending, or left),
+//!   waiting for the next match, or in the lobby or after the end gets no
+//!   bot (false: the room removes them). The lane stays a bot lane until
+//!   the next `start` (which empties it unless `bots` is true).
 //!
 //! # Events (`step` pushes them; the room delivers them reliably)
 //!
 //! ```text
 //! {"kind":"match_start","match":n,"tick":start_tick,"seed":match_seed,"max_seconds":s,
 //!  "players":[{"lane":0,"peer":7,"bot":false},{"lane":1,"peer":null,"bot":true}]}
-//! {"kind":"score","lane":0,"peer":7,"distance":500}          (each 500 m, confirmed)
-//! {"kind":"player_out","lane":0,"peer":7,"distance":812,"tick":t,"reason":"crash"|"left"}
+//! {"kind":"score","lane":0,"peer":7,"bot":false,"distance":500}   (each 500 m, confirmed)
+//! {"kind":"player_out","lane":0,"peer":7,"bot":false,"distance":812,"tick":t,"reason":"crash"|"left"}
+//! {"kind":"bot_takeover","lane":0,"peer":7,"tick":t}         (a bot plays the lane from tick t)
 //! {"kind":"match_end","tick":t,"ranking":[{"lane","peer","bot","distance"}...],"winners":[lanes]}
 //! ```
-//! `peer` is `null` for bots. `match_start` is sent at the first tick of the
+//! `peer` is `null` for bots; a lane a bot took over keeps the person's
+//! `peer`, with `"bot":true`. `match_start` is sent at the first tick of the
 //! countdown; its `tick` is the race clock's zero (see `M_START_TICK`).
 //!
 //! # Snapshot layout
@@ -71,8 +95,8 @@
 //!
 //! | id | kind | fields |
 //! |----|------|--------|
-//! | 0 | `KIND_MATCH` 0 | `M_PHASE` (`PHASE_*`: lobby 0, countdown 1, running 2, ended 3), `M_PHASE_TICK` (tick the phase began), `M_COUNTDOWN` (ticks left; 0 outside the countdown), `M_START_TICK`, `M_MAX_TICKS` (run ticks the race lasts at most), `M_SPEED` (units/tick, 0 when not moving), `M_SCROLL` (units), `M_MATCH` (match number), `M_BOTS` (0/1), `M_WINNERS` (bit per lane), `M_RUNNING` (racers alive or crash pending) |
-//! | 1..=4 (lane 0..=3) | `KIND_RUNNER` 1 | `P_PEER` (peer id as i32, 0 = none), `P_BOT` (0/1), `P_STATE` (`STATE_*`: empty 0, idle 1, running 2, jumping 3, ducking 4, crashed 5, out 6, finished 7), `P_Y`, `P_VY` (units, units/tick, up > 0), `P_INPUT` (last input applied), `P_TICK` (tick of this state), `P_DISTANCE` (m), `P_PENDING` (crash not yet confirmed), `P_OUT_TICK` (crash or leave tick, 0 = none), `P_PLACE` (after the end, 1 = winner) |
+//! | 0 | `KIND_MATCH` 0 | `M_PHASE` (`PHASE_*`: lobby 0, countdown 1, running 2, ended 3), `M_PHASE_TICK` (tick the phase began), `M_COUNTDOWN` (ticks left; 0 outside the countdown), `M_START_TICK`, `M_MAX_TICKS` (run ticks the race lasts at most), `M_SPEED` (units/tick, 0 when not moving: countdown, paused, past the limit), `M_SCROLL` (units), `M_MATCH` (match number), `M_BOTS` (0/1), `M_WINNERS` (bit per lane), `M_RUNNING` (racers alive or crash pending) |
+//! | 1..=4 (lane 0..=3) | `KIND_RUNNER` 1 | `P_PEER` (peer id as i32, 0 = none; on a lane a bot took over, the person's), `P_BOT` (0/1), `P_STATE` (`STATE_*`: empty 0, idle 1, running 2, jumping 3, ducking 4, crashed 5, out 6, finished 7), `P_Y`, `P_VY` (units, units/tick, up > 0), `P_INPUT` (last input applied), `P_TICK` (tick of this state), `P_DISTANCE` (m), `P_PENDING` (crash not yet confirmed), `P_OUT_TICK` (crash or leave tick, 0 = none), `P_PLACE` (after the end, 1 = winner) |
 //! | 100 + serial | `KIND_CACTUS_SMALL` 2, `KIND_CACTUS_LARGE` 3, `KIND_BIRD_LOW` 4, `KIND_BIRD_MID` 5, `KIND_BIRD_HIGH` 6 | `O_X`, `O_Y` (bottom), `O_W`, `O_H` (units) |
 //!
 //! Obstacles are sent only near the view: `x + w > scroll − 100 px` and

@@ -337,7 +337,7 @@ fn a_pending_crash_is_confirmed_after_max_rewind_ticks_with_one_player_out() {
     let b = lane(&sim, 1);
     assert_eq!(
         outs[0],
-        json!({"kind":"player_out","lane":1,"peer":22,"distance":b[P_DISTANCE],
+        json!({"kind":"player_out","lane":1,"peer":22,"bot":false,"distance":b[P_DISTANCE],
                "tick":crash,"reason":"crash"})
     );
     assert_eq!(b[P_PENDING], 0);
@@ -1109,4 +1109,368 @@ fn a_match_is_in_progress_from_countdown_to_end_only() {
     assert!(!sim.in_match(), "ended");
     sim.command(A, &json!({"start":{}})).unwrap();
     assert!(sim.in_match(), "a second match");
+}
+
+// ---- Pause (the `pause` away policy) and bot takeover ----
+
+/// The state with the tick stamps left out: what must be the same in a
+/// paused game, later, as in its twin that never paused.
+fn stampless(sim: &Dizolaur) -> Vec<(u32, Vec<i32>)> {
+    world(sim)
+        .entities()
+        .iter()
+        .map(|e| {
+            let mut f = e.fields.clone();
+            if e.id == MATCH_ID {
+                f[M_PHASE_TICK] = 0;
+                f[M_START_TICK] = 0;
+            } else if e.kind == KIND_RUNNER {
+                f[P_TICK] = 0;
+                f[P_OUT_TICK] = 0;
+            }
+            (e.id, f)
+        })
+        .collect()
+}
+
+/// Events with their tick fields shifted back by `by` (a paused game's
+/// events on its twin's clock).
+fn shifted(events: &[Value], by: u32) -> Vec<Value> {
+    events
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            if let Some(t) = e["tick"].as_u64() {
+                e["tick"] = json!(t - u64::from(by));
+            }
+            e
+        })
+        .collect()
+}
+
+#[test]
+fn a_paused_race_resumes_exactly_where_it_stopped_with_a_pending_crash() {
+    // A plays perfectly, B does nothing. Pause on the tick B crashes (the
+    // crash still pending) for 100 ticks; its twin never pauses. After the
+    // pause both play out the same: same states, same events, same result,
+    // only the tick stamps are 100 later.
+    const PAUSE: u32 = 100;
+    let mut twin = started(8, &[A, B], json!({"start":{"max_seconds":20}}));
+    let mut events = Vec::new();
+    to_race(&mut twin, &mut events);
+    loop {
+        let a = perfect(&twin, A);
+        events.extend(step(&mut twin, &[(A, a), (B, 0)]));
+        if lane(&twin, 1)[P_STATE] == STATE_CRASHED {
+            break;
+        }
+    }
+    assert_eq!(lane(&twin, 1)[P_PENDING], 1);
+    assert!(match_fields(&twin)[M_SPEED] > 0);
+    let mut paused = twin.clone();
+    let before = paused.state_hash();
+    paused.set_paused(true);
+    assert_ne!(paused.state_hash(), before, "the hash covers the pause");
+    let frozen = stampless(&paused);
+    let m0 = match_fields(&paused);
+    for i in 1..=PAUSE {
+        // Inputs keep coming (a held jump, say); nothing moves.
+        let e = step(&mut paused, &[(A, INPUT_JUMP), (B, INPUT_JUMP)]);
+        assert!(e.is_empty(), "no events while paused: {e:?}");
+        let mut now = stampless(&paused);
+        let m = match_fields(&paused);
+        assert_eq!(m[M_SPEED], 0, "not moving");
+        assert_eq!(m[M_START_TICK], m0[M_START_TICK] + i as i32);
+        assert_eq!(m[M_SCROLL], m0[M_SCROLL], "the race clock is frozen");
+        now.retain(|(id, _)| *id != MATCH_ID);
+        let mut was = frozen.clone();
+        was.retain(|(id, _)| *id != MATCH_ID);
+        assert_eq!(now, was, "tick {}", paused.tick());
+        assert_eq!(lane(&paused, 1)[P_PENDING], 1, "the crash stays pending");
+        assert!(paused.in_match());
+    }
+    paused.set_paused(false);
+    paused.set_paused(false);
+    // Both go on with the same inputs, the twin PAUSE ticks earlier.
+    let mut twin_events = Vec::new();
+    let mut paused_events = Vec::new();
+    while match_fields(&twin).get(M_PHASE) != Some(&PHASE_ENDED) {
+        let a = perfect(&twin, A);
+        assert_eq!(
+            a,
+            perfect(&paused, A),
+            "the same view, tick {}",
+            twin.tick()
+        );
+        twin_events.extend(step(&mut twin, &[(A, a), (B, 0)]));
+        paused_events.extend(step(&mut paused, &[(A, a), (B, 0)]));
+        assert_eq!(paused.tick(), twin.tick() + PAUSE);
+        assert_eq!(stampless(&paused), stampless(&twin), "tick {}", twin.tick());
+    }
+    assert_eq!(shifted(&paused_events, PAUSE), twin_events);
+    let outs = kinds(&twin_events, "player_out");
+    assert_eq!(outs.len(), 1, "B's crash, confirmed after the pause");
+    assert_eq!(outs[0]["peer"], 22);
+    assert_eq!(kinds(&twin_events, "match_end").len(), 1);
+    // The clock relation holds on the paused game's own ticks.
+    let (m, t) = (match_fields(&paused), match_fields(&twin));
+    assert_eq!(m[M_START_TICK], t[M_START_TICK] + PAUSE as i32);
+    assert_eq!(
+        lane(&paused, 1)[P_OUT_TICK],
+        lane(&twin, 1)[P_OUT_TICK] + PAUSE as i32
+    );
+}
+
+#[test]
+fn a_paused_countdown_holds_and_late_inputs_do_not_rewind_across_a_pause() {
+    let mut sim = started(3, &[A], json!({"start":{}}));
+    step(&mut sim, &[]);
+    let countdown = match_fields(&sim)[M_COUNTDOWN];
+    sim.set_paused(true);
+    for _ in 0..50 {
+        step(&mut sim, &[]);
+        assert_eq!(match_fields(&sim)[M_COUNTDOWN], countdown);
+        assert_eq!(match_fields(&sim)[M_PHASE], PHASE_COUNTDOWN);
+    }
+    sim.set_paused(false);
+    step(&mut sim, &[]);
+    assert_eq!(match_fields(&sim)[M_COUNTDOWN], countdown - 1);
+
+    // In the race: a late jump asked for just before the pause is applied
+    // when the pause begins (the rewind is not lost) ...
+    let (mut sim, press, _) = before_first_jump(3);
+    for _ in 0..3 {
+        step(&mut sim, &[(A, 0)]);
+    }
+    assert_eq!(lane(&sim, 0)[P_Y], 0, "on the ground");
+    sim.apply_input(A, press, &[INPUT_JUMP]);
+    sim.set_paused(true);
+    let airborne = lane(&sim, 0);
+    assert!(
+        airborne[P_Y] > 0,
+        "the late press took effect: {airborne:?}"
+    );
+    // ... while one for a tick before the pause, given after it, is not:
+    // that history is gone.
+    step(&mut sim, &[(A, INPUT_JUMP)]);
+    sim.set_paused(false);
+    let twin = sim.clone();
+    sim.apply_input(A, press + 1, &[0]);
+    sim.apply_input(A, sim.tick() - 1, &[INPUT_DUCK]);
+    assert_eq!(sim.state_hash(), twin.state_hash(), "ignored");
+    let mut a = sim.clone();
+    let mut b = twin;
+    step(&mut a, &[(A, INPUT_JUMP)]);
+    step(&mut b, &[(A, INPUT_JUMP)]);
+    assert_eq!(a.state_hash(), b.state_hash());
+}
+
+#[test]
+fn pausing_in_the_lobby_or_after_the_end_changes_nothing() {
+    let mut sim = Dizolaur::new(5);
+    sim.add_player(A, "a").unwrap();
+    let mut twin = sim.clone();
+    sim.set_paused(true);
+    assert_eq!(sim.state_hash(), twin.state_hash());
+    step(&mut sim, &[]);
+    step(&mut twin, &[]);
+    assert_eq!(sim.state_hash(), twin.state_hash());
+    // The match it starts is not frozen.
+    sim.command(A, &json!({"start":{"max_seconds":10}}))
+        .unwrap();
+    let countdown = match_fields(&sim)[M_COUNTDOWN];
+    step(&mut sim, &[]);
+    assert_eq!(match_fields(&sim)[M_COUNTDOWN], countdown - 1);
+    while match_fields(&sim)[M_PHASE] != PHASE_ENDED {
+        step(&mut sim, &[]);
+    }
+    let ended = sim.clone();
+    sim.set_paused(true);
+    assert_eq!(sim.state_hash(), ended.state_hash());
+    assert!(!sim.in_match());
+}
+
+#[test]
+fn a_bot_takes_over_a_running_lane_and_keeps_the_peer_id() {
+    let mut sim = started(6, &[A, B], json!({"start":{"max_seconds":30}}));
+    let mut events = step(&mut sim, &[]);
+    let before = sim.state_hash();
+    assert!(sim.replace_with_bot(A), "in the countdown");
+    assert_ne!(sim.state_hash(), before, "the hash covers the takeover");
+    assert!(!sim.replace_with_bot(A), "A has no seat any more");
+    assert_eq!(sim.player_entity(A), None);
+    let first = step(&mut sim, &[]);
+    assert_eq!(
+        kinds(&first, "bot_takeover"),
+        [json!({"kind":"bot_takeover","lane":0,"peer":11,"tick":sim.tick()})]
+    );
+    events.extend(first);
+    let l = lane(&sim, 0);
+    assert_eq!((l[P_PEER], l[P_BOT]), (11, 1));
+    // A's inputs no longer steer the lane; removing A changes nothing.
+    sim.remove_player(A);
+    to_race(&mut sim, &mut events);
+    // B does nothing and crashes at the first cactus; the bot jumps it.
+    while lane(&sim, 1)[P_OUT_TICK] == 0 {
+        events.extend(step(&mut sim, &[(A, INPUT_DUCK)]));
+    }
+    assert!(
+        !sim.replace_with_bot(B),
+        "a crashed runner has nothing to play"
+    );
+    for _ in 0..2 * MAX_REWIND {
+        events.extend(step(&mut sim, &[]));
+    }
+    assert!(is_alive(lane(&sim, 0)[P_STATE]), "{:?}", lane(&sim, 0));
+    assert_eq!(
+        lane(&sim, 0)[P_INPUT] & INPUT_DUCK as i32,
+        0,
+        "A's duck is ignored"
+    );
+    while match_fields(&sim)[M_PHASE] != PHASE_ENDED {
+        events.extend(step(&mut sim, &[]));
+    }
+    assert!(
+        kinds(&events, "player_out")
+            .iter()
+            .all(|o| o["reason"] == "crash"),
+        "nobody left: {events:?}"
+    );
+    let end = &kinds(&events, "match_end")[0];
+    assert_eq!(end["winners"], json!([0]), "{end}");
+    assert_eq!(
+        end["ranking"][0],
+        json!({"lane":0,"peer":11,"bot":true,"distance":end["ranking"][0]["distance"]})
+    );
+    assert_eq!(end["ranking"][1]["bot"], false);
+    assert!(!sim.replace_with_bot(B), "after the end");
+    // The next match without bots empties the lane; with nobody waiting
+    // it is seatable again.
+    sim.command(B, &json!({"start":{}})).unwrap();
+    assert_eq!(lane(&sim, 0)[P_STATE], STATE_EMPTY);
+}
+
+#[test]
+fn no_bot_for_a_seat_outside_a_match() {
+    let mut sim = Dizolaur::new(2);
+    sim.add_player(A, "a").unwrap();
+    assert!(!sim.replace_with_bot(A), "lobby");
+    assert!(!sim.replace_with_bot(B), "not seated");
+    sim.command(A, &json!({"start":{}})).unwrap();
+    // Someone seated mid-match waits for the next one: no racer to take.
+    sim.add_player(B, "b").unwrap();
+    assert!(!sim.replace_with_bot(B), "waiting, not racing");
+    assert_eq!(lane(&sim, 1)[P_BOT], 0);
+}
+
+/// The room's `pause` policy and `bot` after-grace rule on Dizolaur: the
+/// countdown holds while a player is away, a bot takes the seat of one who
+/// did not come back, and the match log (with its `paused` and
+/// `bot_takeover` entries) replays to the same hash at every tick.
+#[test]
+fn a_room_pauses_for_an_away_player_gives_a_lost_seat_to_a_bot_and_replays() {
+    use crate::authoritative::{
+        replay, AfterGrace, AuthoritativeRoom, AwayPolicy, GameConfig, RoomOutput,
+    };
+    use crate::metrics::RelayMetrics;
+    use std::time::{Duration, Instant};
+
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let config = GameConfig {
+        away: AwayPolicy::Pause,
+        after_grace: AfterGrace::Bot,
+        ..GameConfig::default()
+    };
+    let mut room = AuthoritativeRoom::new(
+        Box::new(Dizolaur::new(31)),
+        31,
+        config,
+        RelayMetrics::default(),
+        t0,
+    );
+    // A's events by id (it never acks: resent ones come again).
+    let mut events = std::collections::BTreeMap::<u64, Value>::new();
+    let mut run = |room: &mut AuthoritativeRoom, until| {
+        while room.next_timeout() <= until {
+            let at = room.next_timeout();
+            room.handle_timeout(at);
+            while let Some(out) = room.poll_output() {
+                if let RoomOutput::Control { peer, text } = out {
+                    let v: Value = serde_json::from_str(&text).unwrap();
+                    if peer == A && v["type"] == "event" {
+                        events.insert(v["id"].as_u64().unwrap(), v["event"].clone());
+                    }
+                }
+            }
+        }
+    };
+    let m = |room: &AuthoritativeRoom| {
+        let mut w = WorldState::new();
+        room.simulation().snapshot(&mut w);
+        fields(&w, MATCH_ID)
+    };
+    for p in [A, B] {
+        room.join(p, "p", t0).unwrap();
+        room.ready(p, t0);
+    }
+    room.on_control(
+        A,
+        r#"{"type":"command","command":{"start":{"max_seconds":30}}}"#,
+        t0,
+    );
+    run(&mut room, ms(1000));
+    // A's connection is lost in the countdown: it holds.
+    room.away(A, ms(1000));
+    run(&mut room, ms(1100));
+    let held = m(&room)[M_COUNTDOWN];
+    run(&mut room, ms(3000));
+    assert_eq!(m(&room)[M_COUNTDOWN], held, "the countdown holds");
+    assert_eq!(m(&room)[M_PHASE], PHASE_COUNTDOWN);
+    // A is back: it runs on.
+    assert!(room.rejoin(A, ms(3000)));
+    room.ready(A, ms(3000));
+    run(&mut room, ms(3500));
+    assert!(m(&room)[M_COUNTDOWN] < held);
+    // In the race B's connection is lost and its grace period ends.
+    run(&mut room, ms(5000));
+    assert_eq!(m(&room)[M_PHASE], PHASE_RUNNING);
+    room.away(B, ms(5000));
+    run(&mut room, ms(6000));
+    room.release(B, ms(6000));
+    run(&mut room, ms(12_000));
+    let w = {
+        let mut w = WorldState::new();
+        room.simulation().snapshot(&mut w);
+        w
+    };
+    let b = fields(&w, LANE_ID_BASE + 1);
+    assert_eq!((b[P_PEER], b[P_BOT]), (22, 1), "a bot plays B's lane");
+    assert_eq!(room.player_count(), 1);
+    let log = room.match_log();
+    let paused: Vec<bool> = log
+        .entries
+        .iter()
+        .filter_map(|e| match e {
+            crate::authoritative::log::LogEntry::Paused { paused, .. } => Some(*paused),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        paused,
+        [true, false, true, false],
+        "A away, back; B away, replaced"
+    );
+    assert!(log.entries.iter().any(
+        |e| matches!(e, crate::authoritative::log::LogEntry::BotTakeover { peer, .. } if *peer == B)
+    ));
+    assert_eq!(replay(log, &DizolaurFactory).unwrap(), log.hashes);
+    // A was told; the lane's events name B, marked as a bot.
+    let events: Vec<Value> = events.into_values().collect();
+    let takeover = kinds(&events, "bot_takeover");
+    assert_eq!(takeover.len(), 1, "{events:?}");
+    assert_eq!(
+        (&takeover[0]["lane"], &takeover[0]["peer"]),
+        (&json!(1), &json!(22))
+    );
 }
