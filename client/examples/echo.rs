@@ -7,6 +7,7 @@
 //! ```
 //!
 //! Prints `peer_id: N` once connected, then one line per event, to stdout.
+//! SIGTERM or Ctrl-C leaves the room (at once, not after a grace period).
 
 use rtcrelay_client::{Channel, Client, ClientConfig, ClientEvent};
 
@@ -28,7 +29,18 @@ async fn main() {
     };
     println!("peer_id: {}", client.peer_id());
 
-    while let Some(event) = client.next_event().await {
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        let event = tokio::select! {
+            event = client.next_event() => event,
+            () = &mut stop => {
+                println!("leaving");
+                client.close().await;
+                return;
+            }
+        };
+        let Some(event) = event else { break };
         match event {
             ClientEvent::Message {
                 from,
@@ -76,4 +88,20 @@ async fn main() {
         }
     }
     println!("closed");
+}
+
+/// Resolves on SIGTERM (Unix) or Ctrl-C.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

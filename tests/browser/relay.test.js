@@ -267,7 +267,7 @@ test('a full room refuses the next member; sizes are checked client-side', { tim
   await page.close();
 }));
 
-test('a member whose WebRTC session dies leaves with reason "disconnected"', { timeout: TEST_TIMEOUT_MS }, withLogs(async () => {
+test('a member whose WebRTC session dies is away, then back with a new session', { timeout: TEST_TIMEOUT_MS }, withLogs(async () => {
   const room = 'relay-disconnect';
   const alice = await browser.newPage();
   const bob = await browser.newPage();
@@ -275,22 +275,32 @@ test('a member whose WebRTC session dies leaves with reason "disconnected"', { t
   const bobId = await joinViaUi(bob, server.chatUrl, { name: 'bob', room });
   await waitFor(() => alice.evaluate((id) => window.rtcrelayDemo.client.roster.has(id), bobId), { message: 'alice sees bob' });
   await alice.evaluate(() => {
-    window.__left = [];
-    window.rtcrelayDemo.client.on('peerleft', (p) => window.__left.push(p));
-  });
-  // Kill only bob's WebRTC session; his signaling socket is still open
-  // when the server notices, so this is a "disconnected", not a "left".
-  await bob.evaluate(() => {
-    window.__closed = [];
+    window.__seen = [];
     const { client } = window.rtcrelayDemo;
-    client.on('close', (c) => window.__closed.push(c.reason));
+    for (const type of ['peerleft', 'peeraway', 'peerback']) client.on(type, (p) => window.__seen.push({ type, peerId: p.peerId }));
+  });
+  // Kill only bob's WebRTC session; his signaling socket stays open, so the
+  // server keeps his seat (peer_away) and his library makes a new session
+  // on the same socket: same peer id, nobody hears that he left.
+  await bob.evaluate(() => {
+    window.__bob = [];
+    const { client } = window.rtcrelayDemo;
+    for (const type of ['reconnecting', 'resumed', 'close']) client.on(type, (e) => window.__bob.push({ type, ...e }));
     client.peerConnection.close();
   });
-  const left = await waitFor(() => alice.evaluate(() => window.__left[0]), { message: 'alice sees bob go' });
-  assert.deepEqual(left, { peerId: bobId, name: 'bob', reason: 'disconnected' });
-  const closed = await waitFor(() => bob.evaluate(() => window.__closed[0]), { message: 'bob\'s client closes' });
-  assert.ok(['channel_closed', 'disconnected'].includes(closed), closed);
-  await waitFor(async () => (await bob.$eval('#state', (el) => el.dataset.state)) === 'closed', { message: 'bob\'s page shows closed' });
+  const resumed = await waitFor(() => bob.evaluate(() => window.__bob.find((e) => e.type === 'resumed')), { message: 'bob resumes' });
+  assert.equal(resumed.peerId, bobId);
+  const bobEvents = await bob.evaluate(() => window.__bob.map((e) => e.type));
+  assert.equal(bobEvents[0], 'reconnecting', bobEvents.join(','));
+  assert.ok(!bobEvents.includes('close'), bobEvents.join(','));
+  const seen = await waitFor(async () => {
+    const s = await alice.evaluate(() => window.__seen);
+    return s.some((e) => e.type === 'peerback') ? s : null;
+  }, { message: 'alice sees bob away, then back' });
+  assert.deepEqual(seen, [{ type: 'peeraway', peerId: bobId }, { type: 'peerback', peerId: bobId }]);
+  // And the room works again: bob's message reaches alice.
+  await bob.evaluate(() => window.rtcrelayDemo.send('control', 'after the resume'));
+  await waitFor(async () => (await received(alice, { channel: 'control', from: bobId })).some((m) => m.data === 'after the resume'), { message: 'bob is heard after resuming' });
   await alice.close();
   await bob.close();
 }));
