@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 use common::TestServer;
@@ -166,17 +165,6 @@ async fn two_players_and_bots_play_a_match_that_replays_exactly() {
         .unwrap()
         .starts_with("dino-"));
 
-    let out = Command::new(env!("CARGO_BIN_EXE_rtcrelay"))
-        .arg("replay")
-        .arg(&log)
-        .output()
-        .expect("run rtcrelay replay");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "replay: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("every tick matches"), "{stdout}");
+    common::assert_replays(&log);
     server.terminate();
 }

@@ -25,7 +25,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::Duration;
 
 use common::{RawWs, TestServer};
@@ -451,18 +450,7 @@ async fn a_client_cut_off_without_a_close_resumes_its_seat_and_the_match_replays
 
     // The log replays to the recorded hash at every tick, in another
     // process and here; here the replay's own match_end is the clients'.
-    let out = Command::new(env!("CARGO_BIN_EXE_rtcrelay"))
-        .arg("replay")
-        .arg(&path)
-        .output()
-        .expect("run rtcrelay replay");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "replay: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("every tick matches"), "{stdout}");
+    common::assert_replays(&path);
     let (hashes, events) = replay_with_events(&log);
     assert_eq!(hashes, log.hashes, "the test's replay diverges");
     let ends: Vec<&Value> = events.iter().filter(|e| e["kind"] == "match_end").collect();

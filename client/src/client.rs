@@ -926,19 +926,7 @@ impl Supervisor {
 
     /// A new WebRTC session on the signaling connection that is still open.
     async fn new_offer(&mut self) -> Result<Option<Vec<RosterEntry>>, ClientError> {
-        let incoming = self.incoming.as_mut().ok_or(ClientError::Closed)?;
-        let session = establish(
-            &self.config,
-            &self.options,
-            &self.signaling,
-            incoming,
-            &self.ice_servers,
-            self.kind,
-            self.peer_id,
-            &self.events,
-        )
-        .await?;
-        self.install(session);
+        self.new_session().await?;
         Ok(None)
     }
 
@@ -975,6 +963,13 @@ impl Supervisor {
             ));
         }
         self.ice_servers = welcome.ice_servers;
+        self.new_session().await?;
+        Ok(Some(welcome.roster))
+    }
+
+    /// Negotiates a WebRTC session on the current signaling connection and
+    /// makes it the one sends go to.
+    async fn new_session(&mut self) -> Result<(), ClientError> {
         let incoming = self.incoming.as_mut().ok_or(ClientError::Closed)?;
         let session = establish(
             &self.config,
@@ -988,7 +983,7 @@ impl Supervisor {
         )
         .await?;
         self.install(session);
-        Ok(Some(welcome.roster))
+        Ok(())
     }
 
     /// Makes `session` the one sends go to.

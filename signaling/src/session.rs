@@ -485,14 +485,8 @@ impl Session {
         capacity: Option<usize>,
         token: Option<String>,
     ) -> Flow {
-        if let Some(m) = &self.membership {
-            let msg = format!("already in room {}; send leave first", m.room);
-            return self.error(ErrorCode::AlreadyJoined, msg).await;
-        }
-        if version != PROTOCOL_VERSION {
-            let msg =
-                format!("this server speaks protocol version {PROTOCOL_VERSION}, not {version}");
-            return self.error(ErrorCode::UnsupportedVersion, msg).await;
+        if let Some((code, msg)) = self.cannot_join(version) {
+            return self.error(code, msg).await;
         }
         if self.state.is_draining() {
             return self
@@ -976,6 +970,19 @@ impl Session {
         Flow::Lost(CLOSE_POLICY, "too slow reading messages")
     }
 
+    /// Why a `join` (fresh or resume) cannot be taken at all, if it cannot.
+    fn cannot_join(&self, version: u32) -> Option<(ErrorCode, String)> {
+        if let Some(m) = &self.membership {
+            let msg = format!("already in room {}; send leave first", m.room);
+            return Some((ErrorCode::AlreadyJoined, msg));
+        }
+        (version != PROTOCOL_VERSION).then(|| {
+            let msg =
+                format!("this server speaks protocol version {PROTOCOL_VERSION}, not {version}");
+            (ErrorCode::UnsupportedVersion, msg)
+        })
+    }
+
     /// A new resume token for our seat in `room`, whose id is `jti`.
     fn resume_token(&self, room: &RoomId, jti: u64) -> String {
         let resume = &self.state.config.resume;
@@ -988,14 +995,8 @@ impl Session {
     /// superseded. Allowed while draining: the match the seat is in may
     /// still be running.
     async fn resume(&mut self, version: u32, room: RoomId, kind: RoomKind, token: String) -> Flow {
-        if let Some(m) = &self.membership {
-            let msg = format!("already in room {}; send leave first", m.room);
-            return self.error(ErrorCode::AlreadyJoined, msg).await;
-        }
-        if version != PROTOCOL_VERSION {
-            let msg =
-                format!("this server speaks protocol version {PROTOCOL_VERSION}, not {version}");
-            return self.error(ErrorCode::UnsupportedVersion, msg).await;
+        if let Some((code, msg)) = self.cannot_join(version) {
+            return self.error(code, msg).await;
         }
         let new_jti = rand::random::<u64>();
         let claimed = self

@@ -398,3 +398,20 @@ fn turn_url_addr(url: &str) -> SocketAddr {
     let hostport = rest.split('?').next().unwrap();
     hostport.parse().expect("TURN URL host:port")
 }
+
+/// Runs `rtcrelay replay` on a match log and checks that it re-ran every
+/// tick to the recorded state hash.
+pub fn assert_replays(log: &std::path::Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rtcrelay"))
+        .arg("replay")
+        .arg(log)
+        .output()
+        .expect("run rtcrelay replay");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "replay: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("every tick matches"), "{stdout}");
+}
