@@ -916,6 +916,115 @@ mod tests {
         result
     }
 
+    /// The documented file (docs/configuration.md, "The file, with every
+    /// key at its default") loads, and means the defaults.
+    #[test]
+    fn the_documented_file_is_the_defaults() {
+        let doc = include_str!("../docs/configuration.md");
+        let file = documented_file(doc);
+        let c = load_toml(file).unwrap();
+        let defaults = Config::load(None, &[]).unwrap();
+        assert_eq!(format!("{c:?}"), format!("{defaults:?}"));
+    }
+
+    fn documented_file(doc: &str) -> &str {
+        let start = doc
+            .find("## The file, with every key at its default")
+            .and_then(|i| {
+                doc[i..]
+                    .find("```toml\n")
+                    .map(|j| i + j + "```toml\n".len())
+            })
+            .expect("the documented file");
+        let end = doc[start..].find("\n```").expect("its end") + start;
+        &doc[start..end]
+    }
+
+    /// What the `config_file` fuzz target checks, in every `cargo test`: no
+    /// panic, and a refusal names a problem, over the fuzz seeds, the
+    /// documented file and seeded mutations of them (bytes flipped, lines
+    /// dropped, duplicated or cut, values swapped between keys). The
+    /// instrumented fuzz build links the whole server and is too slow for the
+    /// CI's fuzz smoke (docs/fuzzing.md); `scripts/fuzz config_file` runs the
+    /// real fuzzer.
+    #[test]
+    fn mutated_config_files_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/config_file");
+        let mut seeds: Vec<String> = std::fs::read_dir(corpus)
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect();
+        seeds.push(documented_file(include_str!("../docs/configuration.md")).to_owned());
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+        let dir = std::env::temp_dir().join(format!("rtcrelay-config-mut-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        let (mut accepted, mut refused) = (0, 0);
+        for round in 0..1500 {
+            let seed = &seeds[round % seeds.len()];
+            let mut lines: Vec<String> = seed.lines().map(str::to_owned).collect();
+            for _ in 0..rng.random_range(1..4) {
+                if lines.is_empty() {
+                    break;
+                }
+                let i = rng.random_range(0..lines.len());
+                match rng.random_range(0..5) {
+                    0 => {
+                        lines.remove(i);
+                    }
+                    1 => {
+                        let line = lines[i].clone();
+                        lines.insert(i, line);
+                    }
+                    2 => {
+                        let cut = rng.random_range(0..=lines[i].len());
+                        let cut = (0..=cut).rev().find(|c| lines[i].is_char_boundary(*c));
+                        lines[i].truncate(cut.unwrap_or(0));
+                    }
+                    3 => {
+                        // A value from another line (wrong type, range, unit).
+                        let j = rng.random_range(0..lines.len());
+                        if let (Some((key, _)), Some((_, value))) =
+                            (lines[i].split_once('='), lines[j].split_once('='))
+                        {
+                            lines[i] = format!("{key}={value}");
+                        }
+                    }
+                    _ => {
+                        let mut bytes = std::mem::take(&mut lines[i]).into_bytes();
+                        if !bytes.is_empty() {
+                            let b = rng.random_range(0..bytes.len());
+                            bytes[b] = rng.random_range(0x20..0x7f);
+                        }
+                        lines[i] = String::from_utf8_lossy(&bytes).into_owned();
+                    }
+                }
+            }
+            std::fs::write(&path, lines.join("\n")).unwrap();
+            match Config::load(Some(&path), &[]) {
+                Ok(config) => {
+                    accepted += 1;
+                    let _ = config.relay();
+                    let _ = config.signaling();
+                    let lab = config.netlab_lab().expect("load validated the lab");
+                    let _ = config.admin(Arc::new(lab));
+                }
+                Err(e) => {
+                    refused += 1;
+                    assert!(!e.to_string().is_empty());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        // Both outcomes were exercised, so the mutations reached past the
+        // TOML parser into the shapes and the validation.
+        assert!(
+            accepted > 50 && refused > 50,
+            "{accepted} accepted, {refused} refused"
+        );
+    }
+
     #[test]
     fn defaults_need_no_file() {
         let c = Config::load(None, &[]).unwrap();

@@ -101,7 +101,9 @@ impl Client {
         config: ClientConfig,
         options: ConnectOptions,
     ) -> Result<Client, ClientError> {
-        let limit = config.connect_timeout;
+        // `connect_inner` gives up at the limit itself, leaving its room
+        // cleanly; this outer bound only catches a stuck close.
+        let limit = config.connect_timeout + CLOSE_TIMEOUT;
         match tokio::time::timeout(limit, connect_inner(config, options)).await {
             Ok(result) => result,
             // Dropping the future drops the half-built client: its tasks are
@@ -327,28 +329,46 @@ async fn connect_inner(
     config: ClientConfig,
     options: ConnectOptions,
 ) -> Result<Client, ClientError> {
+    let deadline = tokio::time::Instant::now() + config.connect_timeout;
     let room = RoomId::try_from(config.room.as_str()).map_err(ClientError::Config)?;
     validate_display_name(&config.name).map_err(ClientError::Config)?;
 
     let (signaling, mut incoming) = Signaling::open(&config.signaling_url).await?;
     let signaling = Arc::new(signaling);
     signaling.send(join_message(&config, &room, config.token.clone(), None))?;
-    let welcome = await_welcome(&mut incoming).await?;
+    let welcome = tokio::time::timeout_at(deadline, await_welcome(&mut incoming))
+        .await
+        .map_err(|_| ClientError::Timeout("connect"))??;
     let peer_id = welcome.peer_id;
     debug!(%peer_id, %room, resumable = welcome.resume.is_some(), "joined");
 
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
-    let session = establish(
-        &config,
-        &options,
-        &signaling,
-        &mut incoming,
-        &welcome.ice_servers,
-        welcome.kind,
-        peer_id,
-        &events_tx,
+    let established = tokio::time::timeout_at(
+        deadline,
+        establish(
+            &config,
+            &options,
+            &signaling,
+            &mut incoming,
+            &welcome.ice_servers,
+            welcome.kind,
+            peer_id,
+            &events_tx,
+        ),
     )
-    .await?;
+    .await
+    .map_err(|_| ClientError::Timeout("connect"))
+    .and_then(|r| r);
+    let session = match established {
+        Ok(session) => session,
+        Err(e) => {
+            // Leave on purpose: a socket that just dropped would keep the
+            // seat for the room's grace period, and the room looks full.
+            let _ = signaling.send(ClientMessage::Leave);
+            signaling.close(CLOSE_TIMEOUT).await;
+            return Err(e);
+        }
+    };
     debug!(%peer_id, "connected");
 
     let shared = Arc::new(Shared {

@@ -518,7 +518,12 @@ impl Shard {
                     after_grace: policy.after_grace,
                     ..self.ctx.game.clone()
                 };
-                let game = AuthoritativeRoom::new(sim, seed, config, self.ctx.metrics.clone(), now);
+                let mut game =
+                    AuthoritativeRoom::new(sim, seed, config, self.ctx.metrics.clone(), now);
+                if self.ctx.record_dir.is_none() {
+                    // Nobody will read it: no memory growing with each tick.
+                    game.record_nothing();
+                }
                 info!(%room, game = %self.ctx.game_name, seed, "authoritative room created");
                 self.games.insert(key, game);
                 self.game_keys.insert(room.clone(), key);
@@ -582,7 +587,7 @@ impl Shard {
             self.ctx.active_matches.fetch_sub(1, Ordering::Relaxed);
         }
         let log = game.match_log();
-        info!(%room, ticks = log.ticks(), "authoritative room closed");
+        info!(%room, ticks = game.tick(), "authoritative room closed");
         if let Some(dir) = &self.ctx.record_dir {
             let path = dir.join(format!("{room}-{:016x}.json", log.seed));
             let json = log.to_json();

@@ -540,6 +540,14 @@ impl AuthoritativeRoom {
         self.players.is_empty()
     }
 
+    /// Stops recording the match log (it stays empty and `truncated`): for
+    /// a relay that writes no logs, so that a long-lived room's memory does
+    /// not grow with every tick.
+    pub fn record_nothing(&mut self) {
+        let log = MatchLog::new(&self.log.game, self.log.seed, self.log.tick_rate);
+        self.log = log.with_limit(0);
+    }
+
     /// Everything needed to replay the match so far.
     pub fn match_log(&self) -> &MatchLog {
         &self.log
