@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -229,7 +230,7 @@ pub struct Claimed {
 #[derive(Debug, Default)]
 pub struct Seats {
     seats: Mutex<HashMap<PeerId, Seat>>,
-    next_epoch: Mutex<u64>,
+    next_epoch: AtomicU64,
 }
 
 impl Seats {
@@ -260,11 +261,7 @@ impl Seats {
         let seat = seats.get_mut(&peer)?;
         match seat.holder {
             Holder::Connection(c) if c == conn => {
-                let epoch = {
-                    let mut next = self.next_epoch.lock().unwrap_or_else(|p| p.into_inner());
-                    *next += 1;
-                    *next
-                };
+                let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed) + 1;
                 seat.holder = Holder::Away { since: now, epoch };
                 Some((epoch, now))
             }

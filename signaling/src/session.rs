@@ -1081,20 +1081,24 @@ impl Session {
         let grace = m.grace?;
         let (epoch, since) = self.state.seats.set_away(peer, conn, Instant::now())?;
         let deadline = since + grace;
-        let grace_ms = millis(deadline.saturating_duration_since(Instant::now()));
-        if m.away.is_none() {
-            m.away = Some((deadline, epoch));
-            self.state.metrics.players_away.inc();
-            let others = self.others();
-            self.broadcast(
-                &others,
-                ServerMessage::PeerAway {
-                    peer_id: peer,
-                    grace_ms,
-                },
-            );
+        if m.away.is_some() {
+            return Some(millis(deadline.saturating_duration_since(Instant::now())));
         }
-        Some(grace_ms)
+        m.away = Some((deadline, epoch));
+        Some(self.announce_away(deadline))
+    }
+
+    /// Tells the other members that we are away until `deadline` (counted
+    /// once per absence); returns the grace left, in ms.
+    fn announce_away(&self, deadline: Instant) -> u64 {
+        self.state.metrics.players_away.inc();
+        let grace_ms = millis(deadline.saturating_duration_since(Instant::now()));
+        let away = ServerMessage::PeerAway {
+            peer_id: self.peer,
+            grace_ms,
+        };
+        self.broadcast(&self.others(), away);
+        grace_ms
     }
 
     /// A new WebRTC session is ready: an away seat is ours again.
@@ -1147,6 +1151,11 @@ impl Session {
             self.membership = None;
             return;
         };
+        let deadline = since + grace;
+        // Not yet told when the WebRTC session was lost first.
+        if self.membership.as_ref().is_some_and(|m| m.away.is_none()) {
+            self.announce_away(deadline);
+        }
         let Some(m) = self.membership.take() else {
             return;
         };
@@ -1154,25 +1163,6 @@ impl Session {
             .relay
             .close(self.peer, &m.room, SeatEnd::Keep)
             .await;
-        let deadline = since + grace;
-        if m.away.is_none() {
-            self.state.metrics.players_away.inc();
-            let others: Vec<PeerId> = self
-                .state
-                .rooms
-                .members(&m.room)
-                .into_iter()
-                .filter(|p| *p != self.peer)
-                .collect();
-            let grace_ms = millis(deadline.saturating_duration_since(Instant::now()));
-            self.broadcast(
-                &others,
-                ServerMessage::PeerAway {
-                    peer_id: self.peer,
-                    grace_ms,
-                },
-            );
-        }
         tracing::info!(peer = %self.peer, room = %m.room, ?grace, "connection lost; seat kept");
         let state = self.state.clone();
         let peer = self.peer;
