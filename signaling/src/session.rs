@@ -395,6 +395,15 @@ impl Session {
                     reason: reason.into(),
                 };
                 let _ = self.socket.send(Message::Close(Some(frame))).await;
+                // Wait for the client's Close in reply (what it still sends
+                // is discarded): dropping the socket first would answer its
+                // reply with a TCP reset, which can destroy our Close frame
+                // before the client has read it.
+                while let Some(Ok(msg)) = self.socket.recv().await {
+                    if matches!(msg, Message::Close(_)) {
+                        break;
+                    }
+                }
             }
             // Completes the closing handshake (flushes the reply to a client's
             // Close) instead of resetting the connection.
